@@ -1,0 +1,164 @@
+/**
+ * Forwarding: the one data path shared by the agent and the relay.
+ *
+ * A forwarded connection is two Duplex streams, an SSH channel and a socket,
+ * spliced together with backpressure both ways (`pipe`) and half-close passed
+ * through: when one side ends its writes, the other side's write half is shut
+ * (FIN on a socket, EOF on a channel) and the opposite direction keeps flowing.
+ */
+import net from "node:net";
+import type { Duplex } from "node:stream";
+
+export type Endpoint = { kind: "tcp"; host: string; port: number } | { kind: "unix"; path: string };
+
+export function formatEndpoint(e: Endpoint): string {
+  if (e.kind === "unix") return e.path;
+  return `${e.host.includes(":") ? `[${e.host}]` : e.host}:${e.port}`;
+}
+
+/**
+ * Connects to a local target before the channel is accepted, so a refused or
+ * silent target becomes a rejected channel and the remote client is closed at
+ * once instead of seeing an open connection that carries nothing.
+ */
+export function connectTarget(target: Endpoint, timeoutMs: number): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const sock =
+      target.kind === "unix"
+        ? net.connect({ path: target.path, allowHalfOpen: true })
+        : net.connect({ host: target.host, port: target.port, allowHalfOpen: true, noDelay: true });
+    const timer = setTimeout(() => {
+      sock.destroy();
+      reject(new Error(`connect to ${formatEndpoint(target)} timed out after ${timeoutMs} ms`));
+    }, timeoutMs);
+    sock.once("connect", () => {
+      clearTimeout(timer);
+      sock.removeListener("error", onError);
+      resolve(sock);
+    });
+    const onError = (err: Error) => {
+      clearTimeout(timer);
+      sock.destroy();
+      reject(err);
+    };
+    sock.once("error", onError);
+  });
+}
+
+/** What a finished forwarded connection moved, counted on the socket side. */
+export interface SpliceResult {
+  /** Bytes from the socket into the channel. */
+  bytesIn: number;
+  /** Bytes from the channel into the socket. */
+  bytesOut: number;
+  error?: Error;
+}
+
+/** The parts of an ssh2 Channel this module relies on; see ssh2 lib/Channel.js. */
+interface ChannelLike extends Duplex {
+  server?: boolean;
+  eof?: () => void;
+  close?: () => void;
+  outgoing?: { state: string };
+}
+
+/**
+ * Splices `channel` and `socket` until both directions are done or one side
+ * fails, then releases both. Never rejects: a failure is reported in the result.
+ *
+ * The normal end is the SSH EOF/CLOSE exchange: a channel is ended, not
+ * destroyed, and closes when the peer's CLOSE arrives. Destroying it early
+ * makes the peer's next packet wait on a delayed ACK (about 40 ms a
+ * connection against OpenSSH sshd). `destroy()` is kept for error paths.
+ */
+export function splice(channel: Duplex, socket: net.Socket): Promise<SpliceResult> {
+  const chan = channel as ChannelLike;
+  return new Promise((resolve) => {
+    let done = false;
+    let error: Error | undefined;
+    let channelReadDone = false; // channel → socket finished (socket write half shut)
+    let socketReadDone = false; // socket → channel finished (channel EOF sent)
+
+    const finish = () => {
+      if (done) return;
+      done = true;
+      clearTimeout(lingerTimer);
+      socket.removeListener("close", onSocketClose);
+      channel.removeListener("close", onChannelClose);
+      resolve({ bytesIn: socket.bytesRead, bytesOut: socket.bytesWritten, ...(error ? { error } : {}) });
+    };
+
+    const fail = (err: Error | undefined) => {
+      if (done) return;
+      if (err && !error) error = err;
+      channel.unpipe(socket);
+      socket.unpipe(channel);
+      socket.destroy();
+      channel.destroy();
+      finish();
+    };
+
+    // A server-side ssh2 channel sends CLOSE together with EOF on end(), which
+    // would cut the other direction; eof() alone keeps it half-open.
+    const shutChannelWrites = () => {
+      if (chan.server && typeof chan.eof === "function") chan.eof();
+      else channel.end();
+    };
+
+    const maybeComplete = () => {
+      if (!channelReadDone || !socketReadDone) return;
+      if (chan.server && typeof chan.close === "function") chan.close();
+      // The client side waits for the server's CLOSE; the socket closes once
+      // its FIN is acknowledged and the peer's FIN has been read.
+    };
+
+    channel.pipe(socket, { end: false });
+    socket.pipe(channel, { end: false });
+
+    channel.once("end", () => {
+      channelReadDone = true;
+      socket.end();
+      maybeComplete();
+    });
+    socket.once("end", () => {
+      socketReadDone = true;
+      shutChannelWrites();
+      maybeComplete();
+    });
+
+    socket.on("error", (err) => fail(err));
+    channel.on("error", (err: Error) => fail(err));
+
+    let lingerTimer: NodeJS.Timeout | undefined;
+    const onSocketClose = (hadError: boolean) => {
+      if (hadError || !channelReadDone || !socketReadDone) {
+        fail(hadError ? (error ?? new Error("socket closed with an error")) : undefined);
+        return;
+      }
+      if (chanClosed) finish();
+    };
+    let chanClosed = false;
+    const onChannelClose = () => {
+      chanClosed = true;
+      // The peer closed the channel. Whatever it sent before CLOSE is still
+      // buffered and reaches the socket through the pipe; anything the local
+      // side sends from now on has nowhere to go.
+      socket.unpipe(channel);
+      socket.resume();
+      if (socket.destroyed) {
+        finish();
+        return;
+      }
+      // ssh2 pushes EOF on CLOSE, so the 'end' handler shuts the socket once drained.
+      // Give the socket a bounded time to flush what it holds, then release it.
+      lingerTimer = setTimeout(() => fail(undefined), 30_000);
+      lingerTimer.unref();
+      socket.once("finish", () => {
+        socket.destroy();
+      });
+      if (socket.writableFinished) socket.destroy();
+    };
+    socket.on("close", onSocketClose);
+    channel.on("close", onChannelClose);
+  });
+}
