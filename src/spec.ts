@@ -8,7 +8,9 @@ import { RevtunError } from "./errors.js";
 import type { Endpoint } from "./forward.js";
 
 /** Where the server listens. `address` undefined means ssh's default (loopback). */
-export type BindSpec = { kind: "tcp"; address: string | undefined; port: number } | { kind: "unix"; path: string };
+export type BindSpec =
+  | { kind: "tcp"; address: string | undefined; port: number }
+  | { kind: "unix"; path: string };
 
 export interface ForwardSpec {
   bind: BindSpec;
@@ -95,7 +97,7 @@ function parseBind(fields: string[], spec: string): BindSpec {
 /** Parses a `-R` argument. */
 export function parseRemoteForward(spec: string): ForwardSpec {
   const text = spec.trim();
-  if (text === "") throw new RevtunError("USAGE", "bad forward spec \"\": it is empty");
+  if (text === "") throw new RevtunError("USAGE", 'bad forward spec "": it is empty');
   const fields = splitFields(text);
   // Try the split between bind and target that leaves a valid target:
   // target is host:port (2 fields) or a socket path (1 field).
