@@ -1,0 +1,59 @@
+/** Runs the real `bin/revtun` as a child process and watches its output. */
+import { type ChildProcess, spawn } from "node:child_process";
+import { fileURLToPath } from "node:url";
+
+export const BIN = fileURLToPath(new URL("../../bin/revtun", import.meta.url));
+
+export class Revtun {
+  stdout = "";
+  stderr = "";
+  readonly proc: ChildProcess;
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+
+  constructor(args: string[], env: NodeJS.ProcessEnv = {}) {
+    this.proc = spawn(process.execPath, [BIN, ...args], {
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, SSH_AUTH_SOCK: "", HOME: process.env.HOME, ...env },
+    });
+    this.proc.stdout?.setEncoding("utf8").on("data", (d: string) => {
+      this.stdout += d;
+    });
+    this.proc.stderr?.setEncoding("utf8").on("data", (d: string) => {
+      this.stderr += d;
+    });
+    this.exited = new Promise((resolve) => this.proc.once("exit", (code, signal) => resolve({ code, signal })));
+  }
+
+  /** Resolves with the first match of `re` in stderr, or rejects on timeout/exit. */
+  async waitFor(re: RegExp, timeoutMs = 15_000): Promise<RegExpMatchArray> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const m = this.stderr.match(re);
+      if (m) return m;
+      if (this.proc.exitCode !== null) throw new Error(`revtun exited ${this.proc.exitCode} before ${re}: ${this.stderr}`);
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${re} in: ${this.stderr}`);
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  }
+
+  async stop(signal: NodeJS.Signals = "SIGTERM", timeoutMs = 15_000): Promise<number | null> {
+    if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill(signal);
+    const t = setTimeout(() => this.proc.kill("SIGKILL"), timeoutMs);
+    const { code } = await this.exited;
+    clearTimeout(t);
+    return code;
+  }
+}
+
+/** Runs revtun to completion (bounded) and returns its exit code and output. */
+export async function runRevtun(
+  args: string[],
+  timeoutMs = 20_000,
+  env: NodeJS.ProcessEnv = {},
+): Promise<{ code: number | null; stderr: string; stdout: string }> {
+  const r = new Revtun(args, env);
+  const t = setTimeout(() => r.proc.kill("SIGKILL"), timeoutMs);
+  const { code } = await r.exited;
+  clearTimeout(t);
+  return { code, stderr: r.stderr, stdout: r.stdout };
+}
