@@ -218,7 +218,7 @@ export async function checkHostKey(check: HostKeyCheck, keyBlob: Buffer): Promis
 
   // @cert-authority lines vouch for certificates, which we never receive, so they neither
   // make a plain key known nor make a different one a mismatch.
-  const forHost = entries.filter((e) => entryMatchesHost(e, name));
+  const forHost = entries.filter((e) => e.marker === undefined && entryMatchesHost(e, name));
   const match = forHost.find((e) => e.key.equals(keyBlob));
   if (match) return { status: "known", file: match.file, line: match.line };
   if (forHost.length > 0) throw mismatch(offered, keyBlob, forHost);

@@ -131,8 +131,10 @@ export class Session extends EventEmitter<SessionEvents> {
   async connect(): Promise<void> {
     const started = Date.now();
     const { cfg } = this;
+    // With HostKeyAlias, ssh looks the alias up as given, without [host]:port.
     const hostKeyHost = cfg.hostKey.alias ?? cfg.host;
-    const known = await knownKeyAlgorithms(hostKeyHost, cfg.port, cfg.hostKey.files).catch(() => []);
+    const hostKeyPort = cfg.hostKey.alias ? 22 : cfg.port;
+    const known = await knownKeyAlgorithms(hostKeyHost, hostKeyPort, cfg.hostKey.files).catch(() => []);
 
     const sock = cfg.sock ?? (await this.dial());
     this.sock = sock;
@@ -150,10 +152,10 @@ export class Session extends EventEmitter<SessionEvents> {
       authHandler: this.auth.handler,
       algorithms: {
         ...(cfg.ciphers ? { cipher: cipherList(cfg.ciphers) } : {}),
-        ...(known.length ? { serverHostKey: { prepend: known } as never } : {}),
+        ...(known.length ? { serverHostKey: hostKeyOrder(known) } : {}),
       },
       hostVerifier: (key: Buffer, verify: (ok: boolean) => void) => {
-        checkHostKey({ ...cfg.hostKey, host: hostKeyHost, port: cfg.port }, key).then(
+        checkHostKey({ ...cfg.hostKey, host: hostKeyHost, port: hostKeyPort }, key).then(
           (verdict) => {
             this.emit("host-key", { status: verdict.status, ...("file" in verdict ? { file: verdict.file } : {}) });
             verify(true);
@@ -438,6 +440,27 @@ export class Session extends EventEmitter<SessionEvents> {
         : "closed-by-server";
     this.emit("close", { reason, error: err, wasReady: this.ready });
   }
+}
+
+/** ssh2's default host key algorithms (lib/protocol/constants.js), in its order. */
+const HOST_KEY_ALGORITHMS = [
+  "ssh-ed25519",
+  "ecdsa-sha2-nistp256",
+  "ecdsa-sha2-nistp384",
+  "ecdsa-sha2-nistp521",
+  "rsa-sha2-512",
+  "rsa-sha2-256",
+  "ssh-rsa",
+];
+
+/**
+ * Asks for the key types known_hosts already has first, as OpenSSH does, so a
+ * server with several host keys offers one we can check. ssh2's `prepend`
+ * ignores names already in its list, hence a full ordered list.
+ */
+function hostKeyOrder(known: string[]): string[] {
+  const usable = known.filter((k) => HOST_KEY_ALGORITHMS.includes(k));
+  return [...new Set([...usable, ...HOST_KEY_ALGORITHMS])];
 }
 
 function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
