@@ -78,6 +78,12 @@ export class Sshd {
     return readFileSync(`${this.hostKeys[i]}.pub`, "utf8").trim();
   }
 
+  /** SHA256 fingerprint of host key i, as `ssh-keygen -lf` prints it. */
+  fingerprint(i = 0): string {
+    const out = execFileSync("ssh-keygen", ["-lf", `${this.hostKeys[i]}.pub`], { encoding: "utf8" });
+    return out.split(/\s+/)[1] ?? "";
+  }
+
   get pid(): number | undefined {
     return this.proc?.pid;
   }
