@@ -127,7 +127,11 @@ export class Authenticator {
 
   private readonly labels: Map<unknown, string>;
 
-  readonly handler = (methodsLeft: AuthenticationType[] | null, _partial: boolean | null, next: NextAuthHandler) => {
+  readonly handler = (
+    methodsLeft: AuthenticationType[] | null,
+    _partial: boolean | null,
+    next: NextAuthHandler,
+  ) => {
     if (methodsLeft) this.serverMethods = methodsLeft;
     for (;;) {
       const m = this.queue.shift();

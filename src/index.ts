@@ -19,7 +19,14 @@ export * from "./known-hosts.js";
 export { createLogger, type LogFormat, type Logger, type LogLevel } from "./log.js";
 export { TunnelMetrics } from "./metrics.js";
 export { type Health, type MetricsServer, parseListen, serveMetrics } from "./metrics-server.js";
-export { applyDashO, IGNORED_OPTIONS, parseDashO, type SshOptions, SUPPORTED_OPTIONS, setOption } from "./options.js";
+export {
+  applyDashO,
+  IGNORED_OPTIONS,
+  parseDashO,
+  type SshOptions,
+  SUPPORTED_OPTIONS,
+  setOption,
+} from "./options.js";
 export { type ResolveContext, resolveTunnelOptions } from "./resolve.js";
 export { type ConnectionInfo, Session } from "./session.js";
 export {

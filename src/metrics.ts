@@ -51,7 +51,8 @@ export class TunnelMetrics {
       collect() {
         this.reset();
         for (const [name, t] of self.tunnels) {
-          for (const f of t.status().forwards) this.set({ tunnel: name, forward: f.spec }, f.state === "bound" ? 1 : 0);
+          for (const f of t.status().forwards)
+            this.set({ tunnel: name, forward: f.spec }, f.state === "bound" ? 1 : 0);
         }
       },
     });

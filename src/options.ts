@@ -217,7 +217,10 @@ export function canonicalName(name: string): string {
 export function parseDashO(arg: string): { name: string; value: string } {
   const m = /^\s*([A-Za-z][A-Za-z0-9]*)\s*(?:=\s*|\s+)(.*)$/.exec(arg);
   if (!m?.[1] || m[2] === undefined || m[2].trim() === "") {
-    throw new RevtunError("USAGE", `bad -o argument "${arg}": expected Option=value, e.g. -o ServerAliveInterval=15`);
+    throw new RevtunError(
+      "USAGE",
+      `bad -o argument "${arg}": expected Option=value, e.g. -o ServerAliveInterval=15`,
+    );
   }
   return { name: m[1], value: m[2].trim() };
 }

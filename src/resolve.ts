@@ -53,7 +53,10 @@ export function resolveTunnelOptions(ssh: SshOptions, ctx: ResolveContext): Tunn
     identitiesOnly: ssh.identitiesOnly ?? false,
     agent: ssh.pubkeyAuthentication === false ? undefined : agent,
     passphrase: ctx.passphrase,
-    password: ssh.passwordAuthentication === false && ssh.kbdInteractiveAuthentication === false ? undefined : ctx.password,
+    password:
+      ssh.passwordAuthentication === false && ssh.kbdInteractiveAuthentication === false
+        ? undefined
+        : ctx.password,
     knownHostsFiles: (ssh.userKnownHostsFile ?? ["~/.ssh/known_hosts", "~/.ssh/known_hosts2"]).map((f) =>
       expandTilde(f, home),
     ),

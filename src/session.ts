@@ -48,7 +48,9 @@ export interface SessionEvents {
   "forward-bound": [{ forward: ForwardSpec; port: number | undefined }];
   "forward-failed": [{ forward: ForwardSpec; reason: string }];
   "connection-open": [ConnectionInfo];
-  "connection-close": [ConnectionInfo & { bytesIn: number; bytesOut: number; durationMs: number; error?: string }];
+  "connection-close": [
+    ConnectionInfo & { bytesIn: number; bytesOut: number; durationMs: number; error?: string },
+  ];
   "connection-rejected": [{ forward: ForwardSpec; origin: string; reason: string }];
   "host-key": [{ status: string; fingerprint?: string; file?: string }];
   bytes: [{ bytesIn: number; bytesOut: number }];
@@ -157,7 +159,10 @@ export class Session extends EventEmitter<SessionEvents> {
       hostVerifier: (key: Buffer, verify: (ok: boolean) => void) => {
         checkHostKey({ ...cfg.hostKey, host: hostKeyHost, port: hostKeyPort }, key).then(
           (verdict) => {
-            this.emit("host-key", { status: verdict.status, ...("file" in verdict ? { file: verdict.file } : {}) });
+            this.emit("host-key", {
+              status: verdict.status,
+              ...("file" in verdict ? { file: verdict.file } : {}),
+            });
             verify(true);
           },
           (err: Error) => {
@@ -186,11 +191,17 @@ export class Session extends EventEmitter<SessionEvents> {
         resolve();
       });
       this.client.once("close", () => {
-        if (!this.ready) reject(this.failure ?? new RevtunError("CONNECT", `connection to ${this.target()} closed during handshake`));
+        if (!this.ready)
+          reject(
+            this.failure ??
+              new RevtunError("CONNECT", `connection to ${this.target()} closed during handshake`),
+          );
         this.onClose();
       });
       this.client.on("tcp connection", (info, accept, reject) => this.onTcpConnection(info, accept, reject));
-      this.client.on("unix connection", (info, accept, reject) => this.onUnixConnection(info.socketPath, accept, reject));
+      this.client.on("unix connection", (info, accept, reject) =>
+        this.onUnixConnection(info.socketPath, accept, reject),
+      );
       try {
         this.client.connect(config);
       } catch (err) {
@@ -223,10 +234,20 @@ export class Session extends EventEmitter<SessionEvents> {
   private dial(): Promise<net.Socket> {
     const { cfg } = this;
     return new Promise((resolve, reject) => {
-      const sock = net.connect({ host: cfg.host, port: cfg.port, noDelay: true, ...(cfg.family ? { family: cfg.family } : {}) });
+      const sock = net.connect({
+        host: cfg.host,
+        port: cfg.port,
+        noDelay: true,
+        ...(cfg.family ? { family: cfg.family } : {}),
+      });
       const timer = setTimeout(() => {
         sock.destroy();
-        reject(new RevtunError("CONNECT", `connect to ${this.target()} timed out after ${cfg.connectTimeoutMs} ms`));
+        reject(
+          new RevtunError(
+            "CONNECT",
+            `connect to ${this.target()} timed out after ${cfg.connectTimeoutMs} ms`,
+          ),
+        );
       }, cfg.connectTimeoutMs);
       sock.once("connect", () => {
         clearTimeout(timer);
@@ -242,7 +263,11 @@ export class Session extends EventEmitter<SessionEvents> {
             : err.code === "ENOTFOUND" || err.code === "EAI_AGAIN"
               ? `cannot resolve ${cfg.host}`
               : err.message;
-        reject(Object.assign(new RevtunError("CONNECT", `cannot connect to ${this.target()}: ${what}`), { code: err.code }));
+        reject(
+          Object.assign(new RevtunError("CONNECT", `cannot connect to ${this.target()}: ${what}`), {
+            code: err.code,
+          }),
+        );
       });
     });
   }
@@ -260,10 +285,13 @@ export class Session extends EventEmitter<SessionEvents> {
         { reason },
       );
     }
-    return Object.assign(new RevtunError("CONNECT", `connection to ${this.target()} failed: ${err.message}`), {
-      code: err.code,
-      reason,
-    });
+    return Object.assign(
+      new RevtunError("CONNECT", `connection to ${this.target()} failed: ${err.message}`),
+      {
+        code: err.code,
+        reason,
+      },
+    );
   }
 
   /** Asks the server to listen for one forward (RFC 4254 7.1, or streamlocal). */
@@ -314,11 +342,7 @@ export class Session extends EventEmitter<SessionEvents> {
     return byPort;
   }
 
-  private onTcpConnection(
-    info: TcpConnectionDetails,
-    accept: () => Duplex,
-    reject: () => void,
-  ): void {
+  private onTcpConnection(info: TcpConnectionDetails, accept: () => Duplex, reject: () => void): void {
     const b = this.matchTcp(info);
     const origin = `${info.srcIP}:${info.srcPort}`;
     if (!b || this.stopping) {
@@ -329,7 +353,9 @@ export class Session extends EventEmitter<SessionEvents> {
   }
 
   private onUnixConnection(socketPath: string, accept: () => Duplex, reject: () => void): void {
-    const b = [...this.bound.values()].find((x) => x.forward.bind.kind === "unix" && x.wireAddress === socketPath);
+    const b = [...this.bound.values()].find(
+      (x) => x.forward.bind.kind === "unix" && x.wireAddress === socketPath,
+    );
     if (!b || this.stopping) {
       reject();
       return;
@@ -397,7 +423,8 @@ export class Session extends EventEmitter<SessionEvents> {
           new Promise<void>((resolve) => {
             const done = () => resolve();
             try {
-              if (b.forward.bind.kind === "unix") this.client.openssh_unforwardInStreamLocal(b.wireAddress, done);
+              if (b.forward.bind.kind === "unix")
+                this.client.openssh_unforwardInStreamLocal(b.wireAddress, done);
               else this.client.unforwardIn(b.wireAddress, b.port, done);
             } catch {
               resolve();
@@ -468,7 +495,9 @@ function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
 }
 
 /** OpenSSH's Ciphers syntax: a list, or +append, -remove, ^prepend. */
-function cipherList(ciphers: string[]): ConnectConfig["algorithms"] extends infer A ? A extends { cipher?: infer C } ? C : never : never {
+function cipherList(
+  ciphers: string[],
+): ConnectConfig["algorithms"] extends infer A ? (A extends { cipher?: infer C } ? C : never) : never {
   const first = ciphers[0] ?? "";
   const strip = (list: string[]) => list.map((c, i) => (i === 0 ? c.slice(1) : c));
   if (first.startsWith("+")) return { append: strip(ciphers) } as never;

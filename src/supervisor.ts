@@ -13,10 +13,10 @@ import type { Duplex } from "node:stream";
 import { type Identity, loadIdentities } from "./auth.js";
 import { Backoff } from "./backoff.js";
 import { isPermanent, RevtunError } from "./errors.js";
+import { formatEndpoint } from "./forward.js";
 import type { StrictHostKeyChecking } from "./known-hosts.js";
 import { type ConnectionInfo, classify, Session, type SessionConfig } from "./session.js";
 import { type ForwardSpec, formatBind } from "./spec.js";
-import { formatEndpoint } from "./forward.js";
 
 export interface TunnelOptions {
   host: string;
@@ -34,7 +34,12 @@ export interface TunnelOptions {
   hashKnownHosts?: boolean;
   hostKeyAlias?: string | undefined;
   /** Asked when the host key is unknown and the policy is "ask". */
-  confirmHostKey?: (info: { host: string; port: number; keyType: string; fingerprint: string }) => Promise<boolean>;
+  confirmHostKey?: (info: {
+    host: string;
+    port: number;
+    keyType: string;
+    fingerprint: string;
+  }) => Promise<boolean>;
   /** Seconds (ConnectTimeout). Default 15. */
   connectTimeout?: number;
   ciphers?: string[] | undefined;
@@ -87,7 +92,9 @@ export interface TunnelEvents {
   "forward-bound": [{ forward: ForwardSpec; port: number | undefined }];
   "forward-failed": [{ forward: ForwardSpec; reason: string; retryInMs: number | undefined }];
   "connection-open": [ConnectionInfo];
-  "connection-close": [ConnectionInfo & { bytesIn: number; bytesOut: number; durationMs: number; error?: string }];
+  "connection-close": [
+    ConnectionInfo & { bytesIn: number; bytesOut: number; durationMs: number; error?: string },
+  ];
   "connection-rejected": [{ forward: ForwardSpec; origin: string; reason: string }];
   bytes: [{ bytesIn: number; bytesOut: number }];
   disconnected: [{ reason: string; error: Error | undefined; upMs: number }];
@@ -127,7 +134,12 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
       this.resolveDone = r;
     });
     for (const f of options.forwards) {
-      this.forwards.set(f, { spec: f.text, bind: formatBind(f.bind), target: formatEndpoint(f.target), state: "pending" });
+      this.forwards.set(f, {
+        spec: f.text,
+        bind: formatBind(f.bind),
+        target: formatEndpoint(f.target),
+        state: "pending",
+      });
     }
   }
 
@@ -242,7 +254,15 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
       const closed = new Promise<{ reason: string; error: Error | undefined }>((resolve) =>
         session.once("close", resolve),
       );
-      for (const f of this.forwards.keys()) void this.bindForward(session, f, new Backoff({ baseMs: 1_000, capMs: 10_000 }));
+      // Refused forwards are asked for again quickly (a stale session's port is
+      // usually released within seconds), never slower than every 4 s.
+      for (const f of this.forwards.keys()) {
+        void this.bindForward(
+          session,
+          f,
+          new Backoff({ baseMs: 500, capMs: Math.min(4_000, this.options.maxBackoffMs ?? 30_000) }),
+        );
+      }
       const { reason, error } = await closed;
       for (const t of this.forwardTimers) clearTimeout(t);
       this.forwardTimers.clear();
@@ -295,7 +315,10 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
       status.reason = reason;
       if (this.options.exitOnForwardFailure) {
         this.emit("forward-failed", { forward, reason, retryInMs: undefined });
-        this.fatal = new RevtunError("FORWARD", `remote port forwarding failed for ${forward.text}: ${reason}`);
+        this.fatal = new RevtunError(
+          "FORWARD",
+          `remote port forwarding failed for ${forward.text}: ${reason}`,
+        );
         session.destroy();
         return;
       }

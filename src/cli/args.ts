@@ -28,7 +28,30 @@ export interface CliArgs {
 }
 
 /** ssh flags that take a value; of these, revtun acts on p l i c o R F J. */
-const WITH_VALUE = new Set(["p", "l", "i", "c", "o", "R", "F", "J", "L", "D", "b", "e", "E", "m", "O", "S", "w", "W", "B", "I", "P", "Q"]);
+const WITH_VALUE = new Set([
+  "p",
+  "l",
+  "i",
+  "c",
+  "o",
+  "R",
+  "F",
+  "J",
+  "L",
+  "D",
+  "b",
+  "e",
+  "E",
+  "m",
+  "O",
+  "S",
+  "w",
+  "W",
+  "B",
+  "I",
+  "P",
+  "Q",
+]);
 /** ssh flags without a value that fit a forward-only session and are accepted. */
 const ACCEPTED_BOOL = new Set(["N", "T", "n", "q", "v", "4", "6", "C", "x", "a", "k"]);
 const LONG_WITH_VALUE = new Set([
@@ -93,7 +116,9 @@ export function parseArgs(argv: string[]): CliArgs {
         out.jump = value;
         return;
       default:
-        throw usage(`-${flag} is an ssh option revtun does not support (revtun only keeps remote forwards up)`);
+        throw usage(
+          `-${flag} is an ssh option revtun does not support (revtun only keeps remote forwards up)`,
+        );
     }
   };
   for (let i = 0; i < argv.length; i++) {
@@ -121,7 +146,8 @@ export function parseArgs(argv: string[]): CliArgs {
           out.metrics = value;
           break;
         case "log-format":
-          if (value !== "text" && value !== "json") throw usage(`bad --log-format "${value}": expected text or json`);
+          if (value !== "text" && value !== "json")
+            throw usage(`bad --log-format "${value}": expected text or json`);
           out.logFormat = value;
           break;
         case "grace":
@@ -202,6 +228,7 @@ export function parseDestination(dest: string): { user?: string; host: string; p
     if (m[2]) port = Number(m[2]);
   }
   const host = rest.startsWith("[") && rest.endsWith("]") ? rest.slice(1, -1) : rest;
-  if (host === "" || (user !== undefined && user === "")) throw usage(`bad destination "${dest}": expected [user@]host`);
+  if (host === "" || (user !== undefined && user === ""))
+    throw usage(`bad destination "${dest}": expected [user@]host`);
   return { ...(user ? { user } : {}), host, ...(port ? { port } : {}) };
 }

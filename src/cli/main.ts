@@ -37,7 +37,9 @@ export function exitCodeFor(err: unknown): number {
 }
 
 export function version(): string {
-  const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string };
+  const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as {
+    version: string;
+  };
   return pkg.version;
 }
 
@@ -74,7 +76,9 @@ function askHostKey(io: Io) {
     const rl = createInterface({ input: process.stdin, output: io.stderr as NodeJS.WritableStream });
     try {
       for (;;) {
-        const a = (await rl.question("Are you sure you want to continue connecting (yes/no)? ")).trim().toLowerCase();
+        const a = (await rl.question("Are you sure you want to continue connecting (yes/no)? "))
+          .trim()
+          .toLowerCase();
         if (a === "yes") return true;
         if (a === "no") return false;
         io.stderr.write("Please type 'yes' or 'no'.\n");
@@ -121,7 +125,8 @@ export function logLevel(args: CliArgs): LogLevel {
 }
 
 async function runAgent(args: CliArgs, io: Io): Promise<number> {
-  if (!args.destination) throw new RevtunError("USAGE", "no destination given: revtun [options] -R spec [user@]host");
+  if (!args.destination)
+    throw new RevtunError("USAGE", "no destination given: revtun [options] -R spec [user@]host");
   const dest = parseDestination(args.destination);
   const ssh = { ...args.ssh };
   if (args.forwards.length) ssh.remoteForward = [...args.forwards, ...(ssh.remoteForward ?? [])];
@@ -145,7 +150,8 @@ async function runAgent(args: CliArgs, io: Io): Promise<number> {
   if (io.interactive && !ssh.batchMode) options.confirmHostKey = askHostKey(io);
 
   const log = createLogger({ format: args.logFormat, level: logLevel(args), stream: io.stderr });
-  for (const name of config.ignored) log.debug({ event: "config-ignored", directive: name }, `ssh_config: ${name} ignored`);
+  for (const name of config.ignored)
+    log.debug({ event: "config-ignored", directive: name }, `ssh_config: ${name} ignored`);
   const { withJumpHosts } = await import("../jump.js");
   const tunnel = new Tunnel(await withJumpHosts(options, ssh.proxyJump, { authSock: io.env.SSH_AUTH_SOCK }));
   reportTunnel(tunnel, log, io.stderr);

@@ -13,7 +13,8 @@ export function reportTunnel(tunnel: Tunnel, log: Logger, stderr: NodeJS.Writabl
     log.info({ event: "connecting", attempt: e.attempt }, `connecting to ${e.host} port ${e.port}`),
   );
   tunnel.on("host-key", (e) => {
-    if (e.status === "recorded") log.warn({ event: "host-key-recorded", file: e.file }, "new host key recorded");
+    if (e.status === "recorded")
+      log.warn({ event: "host-key-recorded", file: e.file }, "new host key recorded");
   });
   tunnel.on("connected", (e) =>
     log.info(
@@ -49,7 +50,10 @@ export function reportTunnel(tunnel: Tunnel, log: Logger, stderr: NodeJS.Writabl
     ),
   );
   tunnel.on("connection-open", (e) =>
-    log.debug({ event: "connection-open", id: e.id, forward: e.forward.text, origin: e.origin }, "connection opened"),
+    log.debug(
+      { event: "connection-open", id: e.id, forward: e.forward.text, origin: e.origin },
+      "connection opened",
+    ),
   );
   tunnel.on("connection-close", (e) =>
     log.debug(
@@ -77,6 +81,9 @@ export function reportTunnel(tunnel: Tunnel, log: Logger, stderr: NodeJS.Writabl
     ),
   );
   tunnel.on("retrying", (e) =>
-    log.info({ event: "retrying", delayMs: e.delayMs, attempt: e.attempt }, `next attempt in ${e.delayMs} ms`),
+    log.info(
+      { event: "retrying", delayMs: e.delayMs, attempt: e.attempt },
+      `next attempt in ${e.delayMs} ms`,
+    ),
   );
 }

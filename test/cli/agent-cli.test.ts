@@ -201,7 +201,16 @@ describe("revtun CLI against OpenSSH sshd", () => {
     assert.match(v.stdout, /^revtun \d+\.\d+\.\d+\n$/);
     const h = await runRevtun(["--help"]);
     assert.equal(h.code, 0);
-    for (const flag of ["-R", "-J", "-F", "-o", "--config", "--metrics", "ServerAliveInterval", "ExitOnForwardFailure"]) {
+    for (const flag of [
+      "-R",
+      "-J",
+      "-F",
+      "-o",
+      "--config",
+      "--metrics",
+      "ServerAliveInterval",
+      "ExitOnForwardFailure",
+    ]) {
       assert.ok(h.stdout.includes(flag), `help mentions ${flag}`);
     }
   });

@@ -21,7 +21,9 @@ export class Revtun {
     this.proc.stderr?.setEncoding("utf8").on("data", (d: string) => {
       this.stderr += d;
     });
-    this.exited = new Promise((resolve) => this.proc.once("exit", (code, signal) => resolve({ code, signal })));
+    this.exited = new Promise((resolve) =>
+      this.proc.once("exit", (code, signal) => resolve({ code, signal })),
+    );
   }
 
   /** Resolves with the first match of `re` in stderr, or rejects on timeout/exit. */
@@ -30,7 +32,8 @@ export class Revtun {
     for (;;) {
       const m = this.stderr.match(re);
       if (m) return m;
-      if (this.proc.exitCode !== null) throw new Error(`revtun exited ${this.proc.exitCode} before ${re}: ${this.stderr}`);
+      if (this.proc.exitCode !== null)
+        throw new Error(`revtun exited ${this.proc.exitCode} before ${re}: ${this.stderr}`);
       if (Date.now() > deadline) throw new Error(`timed out waiting for ${re} in: ${this.stderr}`);
       await new Promise((r) => setTimeout(r, 25));
     }

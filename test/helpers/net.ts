@@ -117,7 +117,11 @@ export function downloadThenUpload(port: number, upload: Buffer): Promise<Buffer
   });
 }
 
-export async function httpGet(port: number, path = "/", host = "127.0.0.1"): Promise<{ status: number; body: string }> {
+export async function httpGet(
+  port: number,
+  path = "/",
+  host = "127.0.0.1",
+): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
     const req = http.get({ host, port, path, agent: false, timeout: 10_000 }, (res) => {
       let body = "";
@@ -149,7 +153,8 @@ export async function waitFor<T>(
     } catch (e) {
       last = e;
     }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ""}`);
+    if (Date.now() > deadline)
+      throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ""}`);
     await new Promise((r) => setTimeout(r, everyMs));
   }
 }

@@ -1,6 +1,6 @@
 /** The library against a real OpenSSH sshd: byte-exact forwarding, concurrency, half-close. */
 import assert from "node:assert/strict";
-import net from "node:net";
+import type net from "node:net";
 import { after, before, describe, it } from "node:test";
 import { openTunnel, parseRemoteForward, type Tunnel } from "../../src/index.js";
 import {
