@@ -7,7 +7,7 @@
 import { EventEmitter } from "node:events";
 import net from "node:net";
 import type { Duplex } from "node:stream";
-import ssh2, { type ConnectConfig, type TcpConnectionDetails } from "ssh2";
+import ssh2, { type ConnectConfig, type ServerHostKeyAlgorithm, type TcpConnectionDetails } from "ssh2";
 import { Authenticator, type Identity } from "./auth.js";
 import { RevtunError } from "./errors.js";
 import { connectTarget, type Endpoint, formatEndpoint, splice } from "./forward.js";
@@ -485,9 +485,9 @@ const HOST_KEY_ALGORITHMS = [
  * server with several host keys offers one we can check. ssh2's `prepend`
  * ignores names already in its list, hence a full ordered list.
  */
-function hostKeyOrder(known: string[]): string[] {
+function hostKeyOrder(known: string[]): ServerHostKeyAlgorithm[] {
   const usable = known.filter((k) => HOST_KEY_ALGORITHMS.includes(k));
-  return [...new Set([...usable, ...HOST_KEY_ALGORITHMS])];
+  return [...new Set([...usable, ...HOST_KEY_ALGORITHMS])] as ServerHostKeyAlgorithm[];
 }
 
 function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | undefined> {

@@ -56,7 +56,10 @@ export function onSignals(handler: (immediate: boolean) => void): () => void {
 }
 
 /** Reads a secret from a file (first line) or an environment variable; never from argv. */
-async function secret(file: string | undefined, envValue: string | undefined): Promise<string | undefined> {
+export async function readSecret(
+  file: string | undefined,
+  envValue: string | undefined,
+): Promise<string | undefined> {
   if (file !== undefined) {
     try {
       return (await readFile(file, "utf8")).split(/\r?\n/)[0];
@@ -143,8 +146,8 @@ async function runAgent(args: CliArgs, io: Io): Promise<number> {
   const options = resolveTunnelOptions(ssh, {
     host: dest.host,
     authSock: io.env.SSH_AUTH_SOCK,
-    passphrase: await secret(args.passphraseFile, io.env.REVTUN_PASSPHRASE),
-    password: await secret(args.passwordFile, io.env.REVTUN_PASSWORD),
+    passphrase: await readSecret(args.passphraseFile, io.env.REVTUN_PASSPHRASE),
+    password: await readSecret(args.passwordFile, io.env.REVTUN_PASSWORD),
   });
   options.maxBackoffMs = args.maxBackoffSeconds * 1000;
   if (io.interactive && !ssh.batchMode) options.confirmHostKey = askHostKey(io);

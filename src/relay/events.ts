@@ -1,0 +1,163 @@
+/**
+ * The relay's events: the only way it reports anything (it never prints).
+ * Payloads are plain JSON-able values so a host can log them as they are;
+ * `describeRelayEvent` gives each a level and one human sentence.
+ */
+
+/** Who a record is about: every refusal names the key (when known) and the peer. */
+export interface SessionRef {
+  sessionId: number;
+  fingerprint: string;
+  /** `ip:port` of the SSH client. */
+  peer: string;
+}
+
+export interface SessionInfo extends SessionRef {
+  keyComment: string;
+  keyType: string;
+  username: string;
+}
+
+export interface ForwardInfo extends SessionRef {
+  /** Bind address exactly as the client sent it ("" is all interfaces, "localhost" both loopbacks). */
+  address: string;
+  /** Port as asked; 0 = allocate. */
+  requestedPort: number;
+  /** Port actually bound. */
+  port: number;
+  /** Sockets listening, `addr:port`. */
+  listening: string[];
+}
+
+export interface RelayEvents {
+  listening: [{ host: string; port: number }];
+  closed: [];
+  "keys-loaded": [{ file: string; keys: number; problems: number; reason: string }];
+  "keys-problem": [{ file: string; line: number; message: string }];
+  "keys-option-ignored": [{ file: string; line: number; fingerprint: string; options: string[] }];
+  "keys-reload-failed": [{ file: string; error: string }];
+  /** A TCP connection refused before SSH began (unauthenticated limit). */
+  "connection-refused": [{ peer: string; reason: string }];
+  /** An unauthenticated connection ended: handshake timeout, too many failures, client gave up. */
+  "handshake-ended": [{ peer: string; reason: string }];
+  "auth-refused": [
+    {
+      peer: string;
+      fingerprint?: string;
+      keyType?: string;
+      method: string;
+      username: string;
+      reason: string;
+    },
+  ];
+  "session-opened": [SessionInfo];
+  "session-closed": [SessionInfo & { reason: string; durationMs: number }];
+  "session-error": [{ peer: string; fingerprint?: string; error: string }];
+  "forward-bound": [ForwardInfo];
+  "forward-refused": [SessionRef & { address: string; port: number; reason: string }];
+  "forward-released": [ForwardInfo & { reason: string }];
+  "forward-taken-over": [ForwardInfo & { previousSessionId: number; previousPeer: string }];
+  "channel-refused": [SessionRef & { type: string; reason: string }];
+  "forwarded-open": [SessionRef & { address: string; port: number; origin: string }];
+  "forwarded-closed": [
+    SessionRef & {
+      address: string;
+      port: number;
+      origin: string;
+      bytesIn: number;
+      bytesOut: number;
+      error?: string;
+    },
+  ];
+  "forwarded-failed": [SessionRef & { address: string; port: number; origin: string; reason: string }];
+}
+
+export type RelayEventName = keyof RelayEvents;
+
+export type EventLevel = "debug" | "info" | "warn" | "error";
+export interface DescribedEvent {
+  level: EventLevel;
+  msg: string;
+}
+
+function who(r: { fingerprint?: string; peer: string }): string {
+  return r.fingerprint ? `${r.fingerprint} from ${r.peer}` : r.peer;
+}
+
+function hostPort(address: string, port: number): string {
+  const a = address === "" ? "*" : address.includes(":") ? `[${address}]` : address;
+  return `${a}:${port}`;
+}
+
+const DESCRIBE: { [K in RelayEventName]: (...args: RelayEvents[K]) => DescribedEvent } = {
+  listening: (x) => ({ level: "info", msg: `relay listening on ${hostPort(x.host, x.port)}` }),
+  closed: () => ({ level: "info", msg: "relay closed" }),
+  "keys-loaded": (x) => ({
+    level: "info",
+    msg: `loaded ${x.keys} key(s) from ${x.file}${x.problems ? `, ${x.problems} line(s) skipped` : ""} (${x.reason})`,
+  }),
+  "keys-problem": (x) => ({ level: "warn", msg: `${x.file}:${x.line}: ${x.message}; line skipped` }),
+  "keys-option-ignored": (x) => ({
+    level: "debug",
+    msg: `${x.file}:${x.line}: ignoring option(s) ${x.options.join(", ")}`,
+  }),
+  "keys-reload-failed": (x) => ({
+    level: "error",
+    msg: `cannot reload ${x.file}, keeping the keys loaded before: ${x.error}`,
+  }),
+  "connection-refused": (x) => ({ level: "warn", msg: `refused connection from ${x.peer}: ${x.reason}` }),
+  "handshake-ended": (x) => ({
+    level: "info",
+    msg: `unauthenticated connection from ${x.peer} ended: ${x.reason}`,
+  }),
+  "auth-refused": (x) => ({
+    level: "warn",
+    msg: `refused ${x.method} authentication for ${who(x)}: ${x.reason}`,
+  }),
+  "session-opened": (x) => ({
+    level: "info",
+    msg: `session ${x.sessionId} opened: ${who(x)}${x.keyComment ? ` (${x.keyComment})` : ""}`,
+  }),
+  "session-closed": (x) => ({ level: "info", msg: `session ${x.sessionId} closed: ${who(x)}: ${x.reason}` }),
+  "session-error": (x) => ({ level: "debug", msg: `SSH error from ${who(x)}: ${x.error}` }),
+  "forward-bound": (x) => ({
+    level: "info",
+    msg: `session ${x.sessionId} listening on ${hostPort(x.address, x.port)} for ${who(x)}`,
+  }),
+  "forward-refused": (x) => ({
+    level: "warn",
+    msg: `refused forward ${hostPort(x.address, x.port)} for ${who(x)}: ${x.reason}`,
+  }),
+  "forward-released": (x) => ({
+    level: "info",
+    msg: `session ${x.sessionId} released ${hostPort(x.address, x.port)}: ${x.reason}`,
+  }),
+  "forward-taken-over": (x) => ({
+    level: "warn",
+    msg: `session ${x.sessionId} (${who(x)}) took over ${hostPort(x.address, x.port)} from session ${x.previousSessionId} (${x.previousPeer}) of the same key`,
+  }),
+  "channel-refused": (x) => ({ level: "warn", msg: `refused ${x.type} channel for ${who(x)}: ${x.reason}` }),
+  "forwarded-open": (x) => ({
+    level: "debug",
+    msg: `${x.origin} → ${hostPort(x.address, x.port)} → session ${x.sessionId}`,
+  }),
+  "forwarded-closed": (x) => ({
+    level: "debug",
+    msg: `${x.origin} → ${hostPort(x.address, x.port)} closed: ${x.bytesIn} B in, ${x.bytesOut} B out${x.error ? ` (${x.error})` : ""}`,
+  }),
+  "forwarded-failed": (x) => ({
+    level: "warn",
+    msg: `${x.origin} → ${hostPort(x.address, x.port)}: no channel from ${who(x)}: ${x.reason}`,
+  }),
+};
+
+export const RELAY_EVENT_NAMES = Object.keys(DESCRIBE) as RelayEventName[];
+
+/** A level and one sentence for a relay event, for hosts that log them. */
+export function describeRelayEvent<K extends RelayEventName>(
+  name: K,
+  ...args: RelayEvents[K]
+): DescribedEvent {
+  const describe = DESCRIBE[name] as (...a: RelayEvents[K]) => DescribedEvent;
+  return describe(...args);
+}
