@@ -1,8 +1,22 @@
 /**
  * ssh_config: reads ~/.ssh/config (or -F file) and fills in what the command
  * line left unset, with OpenSSH's first-value-wins precedence.
+ *
+ * The `ssh-config` package tokenizes (quoting, `=` separators, comments,
+ * Host/Match sections); the evaluation is ours, because its `compute()` differs
+ * from ssh where it matters here: `?` matches zero or one character, Include is
+ * not followed, `Match exec` runs shell commands by default, and HostName/User
+ * are only recognised in one spelling.
  */
-import type { SshOptions } from "./options.js";
+import { createHash } from "node:crypto";
+import { readdir, readFile } from "node:fs/promises";
+import { homedir, hostname } from "node:os";
+import { isAbsolute, join } from "node:path";
+import { type Line, LineType, parse } from "ssh-config";
+import { RevtunError } from "./errors.js";
+import { type SetResult, type SshOptions, setOption } from "./options.js";
+import { expandTilde } from "./resolve.js";
+import type { ForwardSpec } from "./spec.js";
 
 export interface SshConfigContext {
   host: string;
@@ -11,13 +25,461 @@ export interface SshConfigContext {
   user?: string;
   localUser: string;
   home?: string;
+  /**
+   * System-wide file read after the user's (ssh reads /etc/ssh/ssh_config).
+   * Not read unless given, so a library caller's result does not depend on the machine.
+   * Ignored with -F, as in ssh.
+   */
+  systemFile?: string | undefined;
 }
 
 export interface AppliedConfig {
   /** Directives present for this host that revtun has no use for. */
   ignored: string[];
+  /** Files actually read, in order (the config file and its Includes). */
+  files: string[];
+  /** Parts of the files that were skipped, for a debug line each (e.g. `Match exec`). */
+  notes: string[];
 }
 
-export async function applySshConfig(_opts: SshOptions, _ctx: SshConfigContext): Promise<AppliedConfig> {
-  return { ignored: [] };
+/** OpenSSH's READCONF_MAX_DEPTH: an Include loop fails instead of recursing forever. */
+const MAX_INCLUDE_DEPTH = 16;
+
+type DirectiveValue = Extract<Line, { param: string }>["value"];
+
+interface Pass {
+  /** What `Host` patterns are matched against: the host as typed, or HostName in the final pass. */
+  host: string;
+  final: boolean;
+}
+
+/** One parsed line with where it came from, for error messages. */
+interface Located {
+  param: string;
+  value: DirectiveValue;
+  file: string;
+  line: number;
+}
+
+interface Block {
+  header: Located | undefined;
+  lines: Located[];
+}
+
+export async function applySshConfig(opts: SshOptions, ctx: SshConfigContext): Promise<AppliedConfig> {
+  const home = ctx.home ?? homedir();
+  const result: AppliedConfig = { ignored: [], files: [], notes: [] };
+  const sources: { file: string; relativeTo: string; explicit: boolean }[] = [];
+  if (ctx.file === undefined) {
+    sources.push({ file: join(home, ".ssh", "config"), relativeTo: join(home, ".ssh"), explicit: false });
+    if (ctx.systemFile !== undefined) {
+      sources.push({ file: ctx.systemFile, relativeTo: "/etc/ssh", explicit: false });
+    }
+  } else if (ctx.file.toLowerCase() !== "none") {
+    // ssh resolves Includes of a -F file against ~/.ssh too (it is read as a user config).
+    sources.push({ file: ctx.file, relativeTo: join(home, ".ssh"), explicit: true });
+  }
+
+  const evaluator = new Evaluator(opts, ctx, home, result);
+  for (const s of sources) {
+    const text = await readConfigText(s.file, s.explicit);
+    if (text !== undefined) evaluator.addFile(s.file, text, s.relativeTo);
+  }
+  await evaluator.run({ host: ctx.host, final: false });
+  if (evaluator.wantFinal) {
+    // `Match final`: ssh parses everything again with the host name it settled on.
+    // ssh has lowercased the host name by then.
+    await evaluator.run({ host: expandHostName(opts.hostName, ctx.host).toLowerCase(), final: true });
+  }
+  expandTokens(opts, ctx, home);
+  return result;
+}
+
+async function readConfigText(file: string, explicit: boolean): Promise<string | undefined> {
+  try {
+    return await readFile(file, "utf8");
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (!explicit && (code === "ENOENT" || code === "ENOTDIR")) return undefined;
+    const why = code === "ENOENT" ? "no such file" : (err as Error).message;
+    throw new RevtunError(
+      "CONFIG",
+      explicit
+        ? `cannot read ssh config file ${file} (given with -F): ${why}`
+        : `cannot read ssh config file ${file}: ${why}`,
+      { cause: err },
+    );
+  }
+}
+
+/** Parses a file into its top-level lines and Host/Match blocks, with line numbers. */
+function parseFile(file: string, text: string): Block[] {
+  let parsed: Line[];
+  try {
+    parsed = parse(text);
+  } catch (err) {
+    throw new RevtunError("CONFIG", `cannot parse ssh config file ${file}: ${(err as Error).message}`);
+  }
+  const blocks: Block[] = [{ header: undefined, lines: [] }];
+  let lineNo = 1;
+  const newlines = (s: string) => s.split("\n").length - 1;
+  const visit = (node: Line, inSection: boolean) => {
+    const at = lineNo + newlines(node.before);
+    lineNo = at + newlines(node.after);
+    if (node.type !== LineType.DIRECTIVE || node.param === "") return;
+    const located: Located = { param: node.param, value: node.value, file, line: at };
+    if (!inSection && "config" in node) {
+      blocks.push({ header: located, lines: [] });
+      for (const child of node.config) visit(child, true);
+      return;
+    }
+    blocks[blocks.length - 1]?.lines.push(located);
+  };
+  for (const node of parsed) visit(node, false);
+  return blocks;
+}
+
+function words(value: DirectiveValue): string[] {
+  return typeof value === "string" ? [value] : value.map((v) => v.val);
+}
+
+class Evaluator {
+  wantFinal = false;
+  private readonly roots: { file: string; blocks: Block[]; relativeTo: string }[] = [];
+  private readonly ignored = new Set<string>();
+  private readonly noted = new Set<string>();
+  private readonly parsedIncludes = new Map<string, Block[] | null>();
+
+  constructor(
+    private readonly opts: SshOptions,
+    private readonly ctx: SshConfigContext,
+    private readonly home: string,
+    private readonly result: AppliedConfig,
+  ) {}
+
+  addFile(file: string, text: string, relativeTo: string): void {
+    this.roots.push({ file, blocks: parseFile(file, text), relativeTo });
+    this.result.files.push(file);
+  }
+
+  async run(pass: Pass): Promise<void> {
+    for (const root of this.roots) await this.processBlocks(root.blocks, true, pass, root.relativeTo, 0);
+  }
+
+  /**
+   * Lines before the first Host/Match inherit `active` (true for a top-level
+   * file, the including block's state for an Include); each Host/Match line
+   * then decides for the lines under it, to the end of this file only.
+   */
+  private async processBlocks(
+    blocks: Block[],
+    active: boolean,
+    pass: Pass,
+    relativeTo: string,
+    depth: number,
+  ): Promise<void> {
+    for (const block of blocks) {
+      const on = block.header === undefined ? active : this.matches(block.header, pass);
+      if (!on) continue;
+      for (const line of block.lines) await this.apply(line, pass, relativeTo, depth);
+    }
+  }
+
+  private matches(header: Located, pass: Pass): boolean {
+    return header.param.toLowerCase() === "host"
+      ? matchHostLine(words(header.value), pass.host)
+      : this.matchMatchLine(header, pass);
+  }
+
+  private async apply(line: Located, pass: Pass, relativeTo: string, depth: number): Promise<void> {
+    const lname = line.param.toLowerCase();
+    if (lname === "include") {
+      await this.include(line, pass, relativeTo, depth);
+      return;
+    }
+    const args = words(line.value);
+    let outcome: SetResult;
+    try {
+      outcome = setOption(this.opts, line.param, args.join(" "));
+    } catch (err) {
+      throw new RevtunError("CONFIG", `${line.file} line ${line.line}: ${(err as Error).message}`, {
+        cause: err,
+      });
+    }
+    // Quoted paths may hold spaces, which setOption's whitespace split would cut.
+    if (lname === "userknownhostsfile" && outcome === "set") this.opts.userKnownHostsFile = args;
+    if (outcome === "unsupported" && !this.ignored.has(lname)) {
+      this.ignored.add(lname);
+      this.result.ignored.push(line.param);
+    }
+  }
+
+  private async include(line: Located, pass: Pass, relativeTo: string, depth: number): Promise<void> {
+    if (depth + 1 > MAX_INCLUDE_DEPTH) {
+      throw new RevtunError(
+        "CONFIG",
+        `${line.file} line ${line.line}: Include nested more than ${MAX_INCLUDE_DEPTH} deep (an Include loop?)`,
+      );
+    }
+    for (const arg of words(line.value)) {
+      const expanded = expandTilde(arg, this.home);
+      const pattern = isAbsolute(expanded) ? expanded : join(relativeTo, expanded);
+      for (const file of await globFiles(pattern)) {
+        const blocks = await this.parseInclude(file);
+        // Host lines inside an included file act only until its end: the including block resumes after.
+        if (blocks) await this.processBlocks(blocks, true, pass, relativeTo, depth + 1);
+      }
+    }
+  }
+
+  private async parseInclude(file: string): Promise<Block[] | null> {
+    const cached = this.parsedIncludes.get(file);
+    if (cached !== undefined) return cached;
+    let blocks: Block[] | null = null;
+    try {
+      blocks = parseFile(file, await readFile(file, "utf8"));
+      this.result.files.push(file);
+    } catch (err) {
+      if (err instanceof RevtunError) throw err;
+      // As ssh: an Include that names nothing readable adds nothing.
+      this.note(`Include ${file} not read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+    this.parsedIncludes.set(file, blocks);
+    return blocks;
+  }
+
+  /** ssh's match_cfg_line, for the criteria that mean something without running commands. */
+  private matchMatchLine(header: Located, pass: Pass): boolean {
+    const args = words(header.value);
+    const where = `${header.file} line ${header.line}`;
+    if (args.length === 0) throw new RevtunError("CONFIG", `${where}: Match needs criteria`);
+    let result = true;
+    for (let i = 0; i < args.length; i++) {
+      const word = args[i] ?? "";
+      const negated = word.startsWith("!");
+      const name = (negated ? word.slice(1) : word).toLowerCase();
+      if (name === "all") continue;
+      if (name === "canonical" || name === "final") {
+        if (name === "final" && !pass.final) this.wantFinal = true;
+        if (pass.final === negated) result = false;
+        continue;
+      }
+      const arg = args[++i];
+      if (arg === undefined) throw new RevtunError("CONFIG", `${where}: Match ${name} needs a value`);
+      let hit: boolean;
+      switch (name) {
+        case "host":
+          hit = matchPatternList(expandHostName(this.opts.hostName, this.ctx.host).toLowerCase(), arg, true);
+          break;
+        case "originalhost":
+          hit = matchPatternList(this.ctx.host.toLowerCase(), arg, true);
+          break;
+        case "user":
+          hit = matchPatternList(this.opts.user ?? this.ctx.user ?? this.ctx.localUser, arg, false);
+          break;
+        case "localuser":
+          hit = matchPatternList(this.ctx.localUser, arg, false);
+          break;
+        case "exec":
+          // A tunnel agent runs unattended; executing commands from a config file is not its call.
+          this.note(`${where}: Match exec is not run by revtun; the block is skipped`);
+          return false;
+        default:
+          this.note(`${where}: Match ${name} is not supported by revtun; the block is skipped`);
+          return false;
+      }
+      if (hit === negated) result = false;
+    }
+    return result;
+  }
+
+  private note(text: string): void {
+    if (this.noted.has(text)) return;
+    this.noted.add(text);
+    this.result.notes.push(text);
+  }
+}
+
+/**
+ * A `Host` line: active if some pattern matches and no negated one does.
+ * Case-sensitive, as ssh 9.2's first pass (`ssh -G EXACT` does not match `Host exact`).
+ */
+function matchHostLine(patterns: string[], host: string): boolean {
+  let hit = false;
+  for (const p of patterns) {
+    const negated = p.startsWith("!");
+    if (!matchPattern(host, negated ? p.slice(1) : p)) continue;
+    if (negated) return false;
+    hit = true;
+  }
+  return hit;
+}
+
+/** ssh's match_pattern_list: comma-separated, a matching negation wins over any positive match. */
+function matchPatternList(name: string, list: string, lower: boolean): boolean {
+  let hit = false;
+  for (const item of list.split(",")) {
+    const negated = item.startsWith("!");
+    let p = negated ? item.slice(1) : item;
+    if (lower) p = p.toLowerCase();
+    if (p === "" || !matchPattern(name, p)) continue;
+    if (negated) return false;
+    hit = true;
+  }
+  return hit;
+}
+
+/** Whole-string glob with `*` (any run) and `?` (exactly one character), as ssh's match_pattern. */
+export function matchPattern(s: string, p: string): boolean {
+  let si = 0;
+  let pi = 0;
+  let star = -1;
+  let starSi = 0;
+  while (si < s.length) {
+    if (pi < p.length && (p[pi] === "?" || p[pi] === s[si])) {
+      si++;
+      pi++;
+    } else if (pi < p.length && p[pi] === "*") {
+      star = pi++;
+      starSi = si;
+    } else if (star >= 0) {
+      pi = star + 1;
+      si = ++starSi;
+    } else {
+      return false;
+    }
+  }
+  while (p[pi] === "*") pi++;
+  return pi === p.length;
+}
+
+const GLOB_CHARS = /[*?[]/;
+
+/** glob(3) for Include: wildcards in any path segment, sorted results, no dotfiles unless asked for. */
+async function globFiles(pattern: string): Promise<string[]> {
+  if (!GLOB_CHARS.test(pattern)) return [pattern];
+  let paths = [pattern.startsWith("/") ? "/" : "."];
+  for (const segment of pattern.split("/")) {
+    if (segment === "") continue;
+    if (!GLOB_CHARS.test(segment)) {
+      paths = paths.map((p) => join(p, segment));
+      continue;
+    }
+    const re = segmentRegExp(segment);
+    const next: string[] = [];
+    for (const dir of paths) {
+      const names = await readdir(dir).catch(() => [] as string[]);
+      for (const name of names.sort()) {
+        if (name.startsWith(".") && !segment.startsWith(".")) continue;
+        if (re.test(name)) next.push(join(dir, name));
+      }
+    }
+    paths = next;
+  }
+  return paths.sort();
+}
+
+function segmentRegExp(segment: string): RegExp {
+  let re = "";
+  for (let i = 0; i < segment.length; i++) {
+    const c = segment[i] ?? "";
+    if (c === "*") re += "[^/]*";
+    else if (c === "?") re += "[^/]";
+    else if (c === "[") {
+      const end = segment.indexOf("]", i + 2);
+      if (end === -1) {
+        re += "\\[";
+        continue;
+      }
+      let body = segment.slice(i + 1, end);
+      const negate = body.startsWith("!") || body.startsWith("^");
+      if (negate) body = body.slice(1);
+      re += `[${negate ? "^" : ""}${body.replace(/[\\\]^]/g, "\\$&")}]`;
+      i = end;
+    } else re += c.replace(/[.+^${}()|\\\]]/g, "\\$&");
+  }
+  return new RegExp(`^${re}$`);
+}
+
+/** HostName takes only `%h` (the host as typed) and `%%`. */
+function expandHostName(hostName: string | undefined, typed: string): string {
+  if (hostName === undefined) return typed;
+  return percentExpand(hostName, { h: typed }, "HostName");
+}
+
+function percentExpand(value: string, tokens: Record<string, string>, directive: string): string {
+  return value.replace(/%(.?)/g, (_m, key: string) => {
+    if (key === "%") return "%";
+    const v = tokens[key];
+    if (v === undefined) {
+      throw new RevtunError(
+        "CONFIG",
+        key === ""
+          ? `${directive} "${value}" ends with a lone %; write %% for a percent sign`
+          : `${directive} "${value}": unknown token %${key} (supported: ${Object.keys(tokens)
+              .map((k) => `%${k}`)
+              .join(" ")} %%)`,
+      );
+    }
+    return v;
+  });
+}
+
+/**
+ * ssh's token expansion, after every source has been applied so that %r, %p
+ * and %h see the final user, port and host name (command-line values included).
+ */
+function expandTokens(opts: SshOptions, ctx: SshConfigContext, home: string): void {
+  // ssh lowercases the name it connects to, so %h is lowercase too.
+  if (opts.hostName !== undefined) opts.hostName = expandHostName(opts.hostName, ctx.host).toLowerCase();
+  const host = opts.hostName ?? ctx.host.toLowerCase();
+  const user = opts.user ?? ctx.user ?? ctx.localUser;
+  const port = String(opts.port ?? 22);
+  const local = hostname();
+  const tokens: Record<string, string> = {
+    d: home,
+    u: ctx.localUser,
+    h: host,
+    r: user,
+    p: port,
+    n: ctx.host,
+    l: local,
+    L: local.split(".")[0] ?? local,
+    k: opts.hostKeyAlias ?? ctx.host,
+    i: String(process.getuid?.() ?? ""),
+    C: createHash("sha1").update(`${local}${host}${port}${user}`).digest("hex"),
+  };
+  const path = (directive: string) => (p: string) => percentExpand(expandTilde(p, home), tokens, directive);
+  if (opts.identityFile) opts.identityFile = dedupe(opts.identityFile.map(path("IdentityFile")), (f) => f);
+  if (opts.userKnownHostsFile) {
+    const files = opts.userKnownHostsFile;
+    // "none" is ssh's way to say no known_hosts file at all.
+    opts.userKnownHostsFile =
+      files.length === 1 && files[0]?.toLowerCase() === "none" ? [] : files.map(path("UserKnownHostsFile"));
+  }
+  const agent = opts.identityAgent;
+  if (
+    agent !== undefined &&
+    agent.toLowerCase() !== "none" &&
+    agent !== "SSH_AUTH_SOCK" &&
+    !agent.startsWith("$")
+  ) {
+    opts.identityAgent = path("IdentityAgent")(agent);
+  }
+  // ssh drops repeated forwards: binding the same port twice would only fail.
+  if (opts.remoteForward) opts.remoteForward = dedupe(opts.remoteForward, forwardKey);
+}
+
+function forwardKey(f: ForwardSpec): string {
+  return JSON.stringify([f.bind, f.target]);
+}
+
+function dedupe<T>(items: T[], key: (t: T) => string): T[] {
+  const seen = new Set<string>();
+  return items.filter((t) => {
+    const k = key(t);
+    if (seen.has(k)) return false;
+    seen.add(k);
+    return true;
+  });
 }

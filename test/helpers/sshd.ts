@@ -29,6 +29,11 @@ export function freePort(host = "127.0.0.1"): Promise<number> {
 export interface SshdOptions {
   /** Extra sshd_config lines. */
   config?: string[];
+  /**
+   * sshd_config lines placed before the defaults. sshd keeps the first value
+   * of a keyword, so these replace defaults (e.g. UsePAM yes) where `config` cannot.
+   */
+  first?: string[];
   hostKeyTypes?: string[];
 }
 
@@ -90,6 +95,7 @@ export class Sshd {
 
   private writeConfig(): void {
     const lines = [
+      ...(this.opts.first ?? []),
       `Port ${this.port}`,
       "ListenAddress 127.0.0.1",
       "ListenAddress ::1",
@@ -185,4 +191,18 @@ function banner(port: number): Promise<boolean> {
       resolve(false);
     });
   });
+}
+
+/** Pids of a process's children: for sshd, one per open connection, so tests can see sessions are not leaked. */
+export function childPids(pid: number | undefined): number[] {
+  if (!pid) return [];
+  try {
+    return execFileSync("pgrep", ["-P", String(pid)], { encoding: "utf8" })
+      .split(/\s+/)
+      .filter(Boolean)
+      .map(Number);
+  } catch {
+    // pgrep exits 1 when there are none
+    return [];
+  }
 }
