@@ -133,6 +133,12 @@ export class Authenticator {
     next: NextAuthHandler,
   ) => {
     if (methodsLeft) this.serverMethods = methodsLeft;
+    if (!methodsLeft) {
+      // Ask with "none" first, as OpenSSH does: the refusal lists the methods
+      // the server accepts, so nothing it never offered is tried or reported.
+      next({ type: "none", username: this.opts.username });
+      return;
+    }
     for (;;) {
       const m = this.queue.shift();
       if (!m) {

@@ -42,7 +42,7 @@ export function resolveTunnelOptions(ssh: SshOptions, ctx: ResolveContext): Tunn
       ? ctx.authSock
       : agentSetting.toLowerCase() === "none"
         ? undefined
-        : agentSetting === "SSH_AUTH_SOCK"
+        : agentSetting === "SSH_AUTH_SOCK" || agentSetting === "$SSH_AUTH_SOCK"
           ? ctx.authSock
           : expandTilde(agentSetting, home);
   return {

@@ -34,6 +34,8 @@ export interface SessionConfig {
   streamLocalBindUnlink?: boolean | undefined;
   /** A ready stream to run SSH over instead of a TCP connection (jump hosts). */
   sock?: Duplex | undefined;
+  /** Prefix of every error message, e.g. "jump host user@bastion:22". */
+  label?: string | undefined;
 }
 
 export interface ConnectionInfo {
@@ -131,6 +133,22 @@ export class Session extends EventEmitter<SessionEvents> {
 
   /** Connects and authenticates; resolves when the session is ready, rejects with a typed error. */
   async connect(): Promise<void> {
+    try {
+      await this.handshake();
+    } catch (err) {
+      throw this.labelled(err as Error);
+    }
+  }
+
+  private labelled(err: Error): Error {
+    const label = this.cfg.label;
+    if (!label || !(err instanceof RevtunError)) return err;
+    return Object.assign(new RevtunError(err.code, `${label}: ${err.message}`, { cause: err }), {
+      reason: (err as { reason?: string }).reason,
+    });
+  }
+
+  private async handshake(): Promise<void> {
     const started = Date.now();
     const { cfg } = this;
     // With HostKeyAlias, ssh looks the alias up as given, without [host]:port.
@@ -243,9 +261,12 @@ export class Session extends EventEmitter<SessionEvents> {
       const timer = setTimeout(() => {
         sock.destroy();
         reject(
-          new RevtunError(
-            "CONNECT",
-            `connect to ${this.target()} timed out after ${cfg.connectTimeoutMs} ms`,
+          Object.assign(
+            new RevtunError(
+              "CONNECT",
+              `connect to ${this.target()} timed out after ${cfg.connectTimeoutMs} ms`,
+            ),
+            { reason: "timeout" },
           ),
         );
       }, cfg.connectTimeoutMs);
@@ -265,7 +286,7 @@ export class Session extends EventEmitter<SessionEvents> {
               : err.message;
         reject(
           Object.assign(new RevtunError("CONNECT", `cannot connect to ${this.target()}: ${what}`), {
-            code: err.code,
+            reason: classify(err),
           }),
         );
       });
@@ -287,10 +308,7 @@ export class Session extends EventEmitter<SessionEvents> {
     }
     return Object.assign(
       new RevtunError("CONNECT", `connection to ${this.target()} failed: ${err.message}`),
-      {
-        code: err.code,
-        reason,
-      },
+      { reason },
     );
   }
 
@@ -325,6 +343,39 @@ export class Session extends EventEmitter<SessionEvents> {
         this.emit("forward-bound", { forward, port });
         resolve(port);
       });
+    });
+  }
+
+  /**
+   * Opens a direct-tcpip channel (RFC 4254 7.2) to host:port through this
+   * session: how a jump host carries the next hop.
+   */
+  openChannel(host: string, port: number, timeoutMs: number): Promise<Duplex> {
+    const target = port === 22 ? host : `[${host}]:${port}`;
+    const fail = (why: string) =>
+      this.labelled(Object.assign(new RevtunError("CONNECT", why), { reason: "refused" }));
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(fail(`no answer opening a channel to ${target} after ${timeoutMs} ms`)),
+        timeoutMs,
+      );
+      try {
+        this.client.forwardOut("127.0.0.1", 0, host, port, (err, channel) => {
+          clearTimeout(timer);
+          if (err) {
+            reject(fail(`cannot reach ${target} through it: ${err.message}`));
+            return;
+          }
+          // SSH over a channel cannot run half-closed: when the far end stops
+          // sending, close our half too, as a TCP socket without allowHalfOpen
+          // would. Otherwise sshd waits for our EOF while ssh2 waits for a close.
+          channel.once("end", () => channel.destroy());
+          resolve(channel);
+        });
+      } catch (err) {
+        clearTimeout(timer);
+        reject(fail((err as Error).message));
+      }
     });
   }
 

@@ -103,6 +103,34 @@ export interface TunnelEvents {
   stopped: [{ error: Error | undefined }];
 }
 
+/** The session settings a tunnel's options imply; jump hosts reuse them for each hop. */
+export function sessionConfig(o: TunnelOptions, identities: Identity[]): SessionConfig {
+  return {
+    host: o.host,
+    port: o.port ?? 22,
+    username: o.username,
+    identities,
+    identitiesOnly: o.identitiesOnly ?? false,
+    agent: o.agent,
+    password: o.password,
+    hostKey: {
+      files: o.knownHostsFiles ?? [],
+      policy: o.strictHostKeyChecking ?? "ask",
+      hashKnownHosts: o.hashKnownHosts ?? false,
+      alias: o.hostKeyAlias,
+      ...(o.confirmHostKey ? { confirm: o.confirmHostKey } : {}),
+    },
+    connectTimeoutMs: (o.connectTimeout ?? 15) * 1000,
+    ciphers: o.ciphers,
+    serverAliveInterval: o.serverAliveInterval ?? 15,
+    serverAliveCountMax: o.serverAliveCountMax ?? 3,
+    tcpKeepAlive: o.tcpKeepAlive ?? true,
+    family: o.addressFamily === "inet" ? 4 : o.addressFamily === "inet6" ? 6 : undefined,
+    targetConnectTimeoutMs: o.targetConnectTimeoutMs ?? 10_000,
+    streamLocalBindUnlink: o.streamLocalBindUnlink,
+  };
+}
+
 const sleep = (ms: number, signal: AbortSignal) =>
   new Promise<void>((resolve) => {
     if (signal.aborted) return resolve();
@@ -185,34 +213,6 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
     this.since = Date.now();
   }
 
-  private sessionConfig(): SessionConfig {
-    const o = this.options;
-    return {
-      host: o.host,
-      port: this.port,
-      username: o.username,
-      identities: this.identities,
-      identitiesOnly: o.identitiesOnly ?? false,
-      agent: o.agent,
-      password: o.password,
-      hostKey: {
-        files: o.knownHostsFiles ?? [],
-        policy: o.strictHostKeyChecking ?? "ask",
-        hashKnownHosts: o.hashKnownHosts ?? false,
-        alias: o.hostKeyAlias,
-        ...(o.confirmHostKey ? { confirm: o.confirmHostKey } : {}),
-      },
-      connectTimeoutMs: (o.connectTimeout ?? 15) * 1000,
-      ciphers: o.ciphers,
-      serverAliveInterval: o.serverAliveInterval ?? 15,
-      serverAliveCountMax: o.serverAliveCountMax ?? 3,
-      tcpKeepAlive: o.tcpKeepAlive ?? true,
-      family: o.addressFamily === "inet" ? 4 : o.addressFamily === "inet6" ? 6 : undefined,
-      targetConnectTimeoutMs: o.targetConnectTimeoutMs ?? 10_000,
-      streamLocalBindUnlink: o.streamLocalBindUnlink,
-    };
-  }
-
   private async run(): Promise<void> {
     const backoff = new Backoff({ baseMs: 1_000, capMs: this.options.maxBackoffMs ?? 30_000 });
     const signal = this.stop.signal;
@@ -221,7 +221,7 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
       attempt++;
       this.setState("connecting");
       this.emit("connecting", { attempt, host: this.options.host, port: this.port });
-      const cfg = this.sessionConfig();
+      const cfg = sessionConfig(this.options, this.identities);
       let session: Session;
       try {
         if (this.options.dial) cfg.sock = await this.options.dial();

@@ -156,7 +156,14 @@ async function runAgent(args: CliArgs, io: Io): Promise<number> {
   for (const name of config.ignored)
     log.debug({ event: "config-ignored", directive: name }, `ssh_config: ${name} ignored`);
   const { withJumpHosts } = await import("../jump.js");
-  const tunnel = new Tunnel(await withJumpHosts(options, ssh.proxyJump, { authSock: io.env.SSH_AUTH_SOCK }));
+  for (const note of config.notes) log.debug({ event: "config-note", note }, `ssh_config: ${note}`);
+  const tunnel = new Tunnel(
+    await withJumpHosts(options, ssh.proxyJump, {
+      authSock: io.env.SSH_AUTH_SOCK,
+      localUser: userInfo().username,
+      config: { file: args.configFile },
+    }),
+  );
   reportTunnel(tunnel, log, io.stderr);
   const metrics = new TunnelMetrics();
   metrics.add(args.destination, tunnel);

@@ -199,7 +199,10 @@ describe("jump hosts through OpenSSH sshd", () => {
       const failed = await next(t, "connect-failed");
       assert.ok(failed.error instanceof RevtunError, String(failed.error));
       assert.equal(failed.error.code, "CONNECT");
-      assert.equal(failed.error.message, `jump host ${bastion.user}@127.0.0.1:${dead}: connection refused`);
+      assert.equal(
+        failed.error.message,
+        `jump host ${bastion.user}@127.0.0.1:${dead}: cannot connect to [127.0.0.1]:${dead}: connection refused`,
+      );
       await next(t, "connect-failed");
     } finally {
       await t.close(0);
