@@ -11,6 +11,7 @@ import { homedir } from "node:os";
 import { dirname, join } from "node:path";
 import { RevtunError } from "./errors.js";
 import { fingerprintSha256, keyTypeOf } from "./keys.js";
+import { matchPatternList } from "./patterns.js";
 
 export type StrictHostKeyChecking = "yes" | "accept-new" | "no" | "ask";
 
@@ -121,53 +122,11 @@ export function knownHostsName(host: string, port: number): string {
 /** Whether an entry's host field names `name` (as from knownHostsName). */
 export function entryMatchesHost(entry: KnownHostEntry, name: string): boolean {
   if (entry.hashed) return hashHost(name, entry.hashed.salt).equals(entry.hashed.hash);
-  return matchPatternList(name, entry.hosts);
+  return matchPatternList(name, entry.hosts, true);
 }
 
 function hashHost(name: string, salt: Buffer): Buffer {
   return createHmac("sha1", salt).update(name).digest();
-}
-
-/**
- * ssh's match_pattern_list: true if some pattern matches and no negated one does.
- * A negated match wins over any positive one, whatever the order, so
- * `*.example.net,!evil.example.net` excludes evil.example.net.
- */
-function matchPatternList(name: string, list: string): boolean {
-  let positive = false;
-  for (const item of list.split(",")) {
-    const negated = item.startsWith("!");
-    const pattern = (negated ? item.slice(1) : item).toLowerCase();
-    if (pattern === "" || !matchPattern(name, pattern)) continue;
-    if (negated) return false;
-    positive = true;
-  }
-  return positive;
-}
-
-/** Glob match with `*` (any run) and `?` (any one character), over the whole string. */
-function matchPattern(s: string, p: string): boolean {
-  let si = 0;
-  let pi = 0;
-  // Where the last `*` was and how much of s it has swallowed, to backtrack to on mismatch.
-  let star = -1;
-  let starSi = 0;
-  while (si < s.length) {
-    if (pi < p.length && (p[pi] === "?" || p[pi] === s[si])) {
-      si++;
-      pi++;
-    } else if (pi < p.length && p[pi] === "*") {
-      star = pi++;
-      starSi = si;
-    } else if (star >= 0) {
-      pi = star + 1;
-      si = ++starSi;
-    } else {
-      return false;
-    }
-  }
-  while (p[pi] === "*") pi++;
-  return pi === p.length;
 }
 
 interface LocatedEntry extends KnownHostEntry {

@@ -15,6 +15,7 @@ import { isAbsolute, join } from "node:path";
 import { type Line, LineType, parse } from "ssh-config";
 import { RevtunError } from "./errors.js";
 import { type SetResult, type SshOptions, setOption } from "./options.js";
+import { matchPatternList, matchPatterns } from "./patterns.js";
 import { expandTilde } from "./resolve.js";
 import type { ForwardSpec } from "./spec.js";
 
@@ -187,7 +188,7 @@ class Evaluator {
 
   private matches(header: Located, pass: Pass): boolean {
     return header.param.toLowerCase() === "host"
-      ? matchHostLine(words(header.value), pass.host)
+      ? matchPatterns(pass.host, words(header.value))
       : this.matchMatchLine(header, pass);
   }
 
@@ -298,59 +299,6 @@ class Evaluator {
     this.noted.add(text);
     this.result.notes.push(text);
   }
-}
-
-/**
- * A `Host` line: active if some pattern matches and no negated one does.
- * Case-sensitive, as ssh 9.2's first pass (`ssh -G EXACT` does not match `Host exact`).
- */
-function matchHostLine(patterns: string[], host: string): boolean {
-  let hit = false;
-  for (const p of patterns) {
-    const negated = p.startsWith("!");
-    if (!matchPattern(host, negated ? p.slice(1) : p)) continue;
-    if (negated) return false;
-    hit = true;
-  }
-  return hit;
-}
-
-/** ssh's match_pattern_list: comma-separated, a matching negation wins over any positive match. */
-function matchPatternList(name: string, list: string, lower: boolean): boolean {
-  let hit = false;
-  for (const item of list.split(",")) {
-    const negated = item.startsWith("!");
-    let p = negated ? item.slice(1) : item;
-    if (lower) p = p.toLowerCase();
-    if (p === "" || !matchPattern(name, p)) continue;
-    if (negated) return false;
-    hit = true;
-  }
-  return hit;
-}
-
-/** Whole-string glob with `*` (any run) and `?` (exactly one character), as ssh's match_pattern. */
-export function matchPattern(s: string, p: string): boolean {
-  let si = 0;
-  let pi = 0;
-  let star = -1;
-  let starSi = 0;
-  while (si < s.length) {
-    if (pi < p.length && (p[pi] === "?" || p[pi] === s[si])) {
-      si++;
-      pi++;
-    } else if (pi < p.length && p[pi] === "*") {
-      star = pi++;
-      starSi = si;
-    } else if (star >= 0) {
-      pi = star + 1;
-      si = ++starSi;
-    } else {
-      return false;
-    }
-  }
-  while (p[pi] === "*") pi++;
-  return pi === p.length;
 }
 
 const GLOB_CHARS = /[*?[]/;
