@@ -11,11 +11,18 @@ import { formatEndpoint, splice } from "../forward.js";
 import { fingerprintSha256, keyTypeOf } from "../keys.js";
 import type { AuthorizedKey } from "./authorized-keys.js";
 import type { Binding, BindingOwner, BindOutcome, ReleaseReason } from "./bindings.js";
+import { orderEofAfterWrites } from "./channel-order.js";
 import type { ForwardInfo, RelayEvents, SessionInfo, SessionRef } from "./events.js";
 import type { RelayMetrics } from "./metrics.js";
 import type { ResolvedRelayOptions } from "./options.js";
 import { normalizeIp } from "./patterns.js";
-import { algorithmFitsKey, type BindTarget, checkListen, type KeyDecision, resolveBindAddress } from "./policy.js";
+import {
+  algorithmFitsKey,
+  type BindTarget,
+  checkListen,
+  type KeyDecision,
+  resolveBindAddress,
+} from "./policy.js";
 import { OPEN_FAILURE, rejectChannelOpen } from "./ssh2-compat.js";
 
 const { utils } = ssh2;
@@ -28,7 +35,6 @@ export interface SessionHost {
   sessionsForKey(fingerprint: string): number;
   bind(session: RelaySession, target: BindTarget, port: number): Promise<BindOutcome>;
   release(binding: Binding, reason: ReleaseReason): void;
-  authenticated(session: RelaySession): void;
   closed(session: RelaySession): void;
   emit<K extends keyof RelayEvents>(event: K, ...args: RelayEvents[K]): boolean;
 }
@@ -161,7 +167,11 @@ export class RelaySession implements BindingOwner {
       return;
     }
     if (!algorithmFitsKey(ctx.key.algo, decision.key.type)) {
-      this.refuseAuth(ctx, `signature algorithm ${ctx.key.algo} does not fit a ${decision.key.type} key`, fingerprint);
+      this.refuseAuth(
+        ctx,
+        `signature algorithm ${ctx.key.algo} does not fit a ${decision.key.type} key`,
+        fingerprint,
+      );
       return;
     }
     // RFC 4252 7: without a signature the client only asks whether this key
@@ -219,14 +229,14 @@ export class RelaySession implements BindingOwner {
     if (this.closing) return;
     this.authenticated = true;
     if (this.handshakeTimer) this.clear(this.handshakeTimer);
-    this.host.authenticated(this);
     this.host.emit("session-opened", this.info());
   }
 
   // ---- refused channels --------------------------------------------------------
 
   private refuseChannel(reject: () => void, type: string, description: string): void {
-    if (this.conn) rejectChannelOpen(this.conn, reject, OPEN_FAILURE.ADMINISTRATIVELY_PROHIBITED, description);
+    if (this.conn)
+      rejectChannelOpen(this.conn, reject, OPEN_FAILURE.ADMINISTRATIVELY_PROHIBITED, description);
     else reject();
     this.host.metrics.channelRefusals.inc({ type });
     this.host.emit("channel-refused", { ...this.ref(), type, reason: description });
@@ -263,9 +273,11 @@ export class RelaySession implements BindingOwner {
       return;
     }
     const { bindAddr: address, bindPort: port } = req;
-    const refuse = (reason: string, label: string) => this.refuseForward(reject, address, port, reason, label);
+    const refuse = (reason: string, label: string) =>
+      this.refuseForward(reject, address, port, reason, label);
     const max = this.host.options.limits.maxForwardsPerSession;
-    if (this.bindings.size + this.pendingForwards >= max) return refuse(`forward limit (${max}) reached`, "limit");
+    if (this.bindings.size + this.pendingForwards >= max)
+      return refuse(`forward limit (${max}) reached`, "limit");
     const target = resolveBindAddress(address);
     if (typeof target === "string") return refuse(target, "address");
     const key = this.key;
@@ -353,9 +365,15 @@ export class RelaySession implements BindingOwner {
       this.host.emit("forwarded-failed", { ...base, reason });
     };
     const conn = this.conn;
-    if (!conn || this.closing) return fail("session is closing");
+    if (!conn || this.closing) {
+      fail("session is closing");
+      return;
+    }
     const max = this.host.options.limits.maxChannelsPerSession;
-    if (this.forwarded.size >= max) return fail(`open channel limit (${max}) reached`);
+    if (this.forwarded.size >= max) {
+      fail(`open channel limit (${max}) reached`);
+      return;
+    }
     this.forwarded.add(socket);
 
     let settled = false;
@@ -396,6 +414,7 @@ export class RelaySession implements BindingOwner {
     metrics.forwardedTotal.inc();
     metrics.track(socket);
     this.host.emit("forwarded-open", base);
+    orderEofAfterWrites(channel);
     void splice(channel, socket).then((r) => {
       metrics.untrack(socket);
       this.forwarded.delete(socket);
@@ -444,7 +463,8 @@ export class RelaySession implements BindingOwner {
     for (const b of [...this.bindings]) this.host.release(b, "session-closed");
     for (const s of this.forwarded) s.destroy();
     this.forwarded.clear();
-    const reason = this.closing ?? (this.lastError ? `connection lost: ${this.lastError}` : "client disconnected");
+    const reason =
+      this.closing ?? (this.lastError ? `connection lost: ${this.lastError}` : "client disconnected");
     this.host.closed(this);
     if (this.authenticated) {
       this.host.emit("session-closed", { ...this.info(), reason, durationMs: Date.now() - this.openedAt });

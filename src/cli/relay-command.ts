@@ -1,0 +1,200 @@
+/**
+ * `revtun relay`: runs the forwarding-only SSH relay until SIGTERM/SIGINT.
+ * Parses flags, loads (or creates) the host key, logs every relay event as
+ * one line, reloads authorized_keys on SIGHUP, and returns the exit code:
+ * 0 after a signal, 2 for bad flags, 1 when the relay cannot start.
+ */
+import { parseArgs } from "node:util";
+import { RevtunError } from "../errors.js";
+import { loadOrCreateHostKey } from "../keys.js";
+import { createLogger, type LogFormat, type Logger } from "../log.js";
+import { type MetricsServer, parseListen, serveMetrics } from "../metrics-server.js";
+import {
+  describeRelayEvent,
+  RELAY_EVENT_NAMES,
+  Relay,
+  type RelayEventName,
+  type RelayEvents,
+} from "../relay/index.js";
+
+export const RELAY_USAGE = `usage: revtun relay --listen [host:]port --host-key FILE --authorized-keys FILE
+                    [--metrics [host:]port] [--gateway-ports] [--log-format text|json] [-v]
+
+  --listen [host:]port     where SSH clients connect (no host: all interfaces)
+  --host-key FILE          host private key; an ed25519 key is generated there if missing
+  --authorized-keys FILE   OpenSSH authorized_keys; reloaded on change and on SIGHUP
+  --metrics [host:]port    serve /metrics and /healthz (host defaults to 127.0.0.1)
+  --gateway-ports          let keys bind non-loopback addresses without a host permitlisten
+  --log-format text|json   log line format (default text)
+  -v, --verbose            debug logging (every forwarded connection, ignored key options)
+`;
+
+export interface RelayCommandIo {
+  stdout: NodeJS.WritableStream;
+  stderr: NodeJS.WritableStream;
+}
+
+interface RelayArgs {
+  listen: { host?: string; port: number };
+  hostKey: string;
+  authorizedKeys: string;
+  metrics?: { host: string; port: number };
+  gatewayPorts: boolean;
+  logFormat: LogFormat;
+  verbose: boolean;
+}
+
+/** Parses argv; throws RevtunError("USAGE") naming the bad value. Returns "help" for -h. */
+export function parseRelayArgs(argv: string[]): RelayArgs | "help" {
+  let values: Record<string, string | boolean | (string | boolean)[] | undefined>;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      allowPositionals: false,
+      strict: true,
+      options: {
+        listen: { type: "string" },
+        "host-key": { type: "string" },
+        "authorized-keys": { type: "string" },
+        metrics: { type: "string" },
+        "gateway-ports": { type: "boolean" },
+        "log-format": { type: "string" },
+        verbose: { type: "boolean", short: "v", multiple: true },
+        help: { type: "boolean", short: "h" },
+      },
+    }));
+  } catch (err) {
+    throw new RevtunError("USAGE", (err as Error).message);
+  }
+  if (values.help) return "help";
+  const str = (name: string): string => {
+    const v = values[name];
+    if (typeof v !== "string" || v === "") throw new RevtunError("USAGE", `--${name} is required`);
+    return v;
+  };
+  const listenText = str("listen");
+  // A bare port listens everywhere, as sshd does; [host:]port otherwise.
+  const listen = /^\d+$/.test(listenText.trim())
+    ? { port: parseListen(listenText, "--listen").port }
+    : parseListen(listenText, "--listen");
+  const format = values["log-format"] ?? "text";
+  if (format !== "text" && format !== "json") {
+    throw new RevtunError("USAGE", `bad --log-format "${String(format)}": expected text or json`);
+  }
+  const metrics = values.metrics;
+  return {
+    listen,
+    hostKey: str("host-key"),
+    authorizedKeys: str("authorized-keys"),
+    ...(typeof metrics === "string" ? { metrics: parseListen(metrics, "--metrics") } : {}),
+    gatewayPorts: values["gateway-ports"] === true,
+    logFormat: format,
+    verbose: Array.isArray(values.verbose) && values.verbose.length > 0,
+  };
+}
+
+function logEvents(relay: Relay, log: Logger): void {
+  const subscribe = <K extends RelayEventName>(name: K) => {
+    const listener = (...args: RelayEvents[K]) => {
+      const { level, msg } = describeRelayEvent(name, ...args);
+      log[level]({ event: name, ...(args[0] ?? {}) }, msg);
+    };
+    // The generic EventEmitter cannot relate K to its listener type here.
+    (relay.on as (event: K, fn: (...args: RelayEvents[K]) => void) => Relay).call(relay, name, listener);
+  };
+  for (const name of RELAY_EVENT_NAMES) subscribe(name);
+}
+
+export async function relayCommand(argv: string[], io: RelayCommandIo): Promise<number> {
+  let args: RelayArgs | "help";
+  try {
+    args = parseRelayArgs(argv);
+  } catch (err) {
+    io.stderr.write(`revtun relay: ${(err as Error).message}\n${RELAY_USAGE}`);
+    return 2;
+  }
+  if (args === "help") {
+    io.stdout.write(RELAY_USAGE);
+    return 0;
+  }
+  const log = createLogger({
+    format: args.logFormat,
+    level: args.verbose ? "debug" : "info",
+    stream: io.stderr,
+  });
+
+  let hostKey: Awaited<ReturnType<typeof loadOrCreateHostKey>>;
+  try {
+    hostKey = await loadOrCreateHostKey(args.hostKey);
+  } catch (err) {
+    io.stderr.write(`revtun relay: ${(err as Error).message}\n`);
+    return 1;
+  }
+  const made = hostKey.created ? ` (generated a new ed25519 key in ${args.hostKey})` : "";
+  io.stdout.write(`revtun relay: host key ${hostKey.fingerprint}${made}\n`);
+  log.info(
+    { event: "host-key", fingerprint: hostKey.fingerprint, file: args.hostKey, generated: hostKey.created },
+    `host key ${hostKey.fingerprint}${made}`,
+  );
+
+  const relay = new Relay({
+    listen: args.listen,
+    hostKey: hostKey.privateKey,
+    authorizedKeysFile: args.authorizedKeys,
+    gatewayPorts: args.gatewayPorts,
+  });
+  logEvents(relay, log);
+
+  // Handlers go in before start(): a SIGTERM while starting still means a
+  // clean stop, and a SIGHUP must never fall through to its default (exit).
+  let stopSignal: NodeJS.Signals | undefined;
+  let wake: () => void = () => {};
+  const stopped = new Promise<void>((resolve) => {
+    wake = resolve;
+  });
+  const onHup = () => {
+    if (!relay.listening) return;
+    log.info({ event: "reload" }, "SIGHUP: reloading authorized keys");
+    void relay.reloadAuthorizedKeys("SIGHUP");
+  };
+  const onStop = (signal: NodeJS.Signals) => {
+    if (stopSignal) return;
+    stopSignal = signal;
+    log.info({ event: "shutdown", signal }, `${signal}: closing sessions and stopping`);
+    wake();
+  };
+  process.on("SIGHUP", onHup);
+  process.on("SIGTERM", onStop);
+  process.on("SIGINT", onStop);
+
+  let metrics: MetricsServer | undefined;
+  try {
+    await relay.start();
+    if (args.metrics && !stopSignal) {
+      metrics = await serveMetrics({
+        ...args.metrics,
+        registry: relay.registry,
+        health: () => ({
+          ok: relay.listening,
+          sessions: relay.authenticatedSessions().length,
+          forwards: relay.forwards().length,
+        }),
+      });
+      log.info(
+        { event: "metrics-listening", host: metrics.address.host, port: metrics.address.port },
+        `metrics on http://${metrics.address.host}:${metrics.address.port}/metrics`,
+      );
+    }
+    await stopped;
+    return 0;
+  } catch (err) {
+    io.stderr.write(`revtun relay: ${(err as Error).message}\n`);
+    return 1;
+  } finally {
+    await relay.close();
+    await metrics?.close();
+    process.off("SIGHUP", onHup);
+    process.off("SIGTERM", onStop);
+    process.off("SIGINT", onStop);
+  }
+}

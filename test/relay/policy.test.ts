@@ -1,0 +1,194 @@
+/**
+ * authorized_keys parsing and the relay's decisions, without sockets.
+ */
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, test } from "node:test";
+import { parseAuthorizedKeys, parseExpiryTime, parseOptions } from "../../src/relay/authorized-keys.js";
+import { targetsOverlap } from "../../src/relay/bindings.js";
+import { fromAllows } from "../../src/relay/patterns.js";
+import { authorizeKey, type BindTarget, checkListen, resolveBindAddress } from "../../src/relay/policy.js";
+import { keygen } from "../helpers/sshd.js";
+
+const dir = mkdtempSync(join(tmpdir(), "revtun-relay-unit-"));
+after(() => rmSync(dir, { recursive: true, force: true }));
+const PUB = keygen(join(dir, "k"));
+const OTHER = keygen(join(dir, "o"));
+
+function one(line: string) {
+  const r = parseAuthorizedKeys(line);
+  assert.deepEqual(r.problems, []);
+  const k = r.keys[0];
+  assert.ok(k);
+  return k;
+}
+
+function target(addr: string): BindTarget {
+  const t = resolveBindAddress(addr);
+  assert.ok(typeof t !== "string", String(t));
+  return t;
+}
+
+describe("authorized_keys parsing", () => {
+  test("quoted values keep their commas; several permitlisten; comment kept", () => {
+    const k = one(
+      `from="10.0.0.0/8,127.0.0.1",permitlisten="8080",permitlisten="localhost:0" ${PUB.split(" ").slice(0, 2).join(" ")} my laptop`,
+    );
+    assert.equal(k.options.from, "10.0.0.0/8,127.0.0.1");
+    assert.deepEqual(
+      k.options.permitListen.map((p) => [p.host, p.port]),
+      [
+        [undefined, 8080],
+        ["localhost", 0],
+      ],
+    );
+    assert.equal(k.comment, "my laptop");
+    assert.ok(k.fingerprint.startsWith("SHA256:"));
+  });
+
+  test("escaped quotes, option names case-insensitive, unknown options recorded", () => {
+    assert.deepEqual(parseOptions('command="echo \\"a,b\\"",No-Pty'), [
+      ["command", 'echo "a,b"'],
+      ["no-pty", undefined],
+    ]);
+    const k = one(`command="x y",frobnicate,PERMITLISTEN="[::1]:*" ${PUB}`);
+    assert.deepEqual(k.options.ignored, ["command", "frobnicate (unknown)"]);
+    assert.deepEqual(k.options.permitListen, [{ host: "::1", port: "any", text: "[::1]:*" }]);
+  });
+
+  test("restrict and port-forwarding apply in order", () => {
+    assert.equal(one(`restrict ${PUB}`).options.portForwarding, false);
+    assert.equal(one(`restrict,port-forwarding ${PUB}`).options.portForwarding, true);
+    assert.equal(one(`port-forwarding,restrict ${PUB}`).options.portForwarding, false);
+    assert.equal(one(`no-port-forwarding ${PUB}`).options.portForwarding, false);
+  });
+
+  test("broken lines are reported and skipped, good ones kept", () => {
+    const r = parseAuthorizedKeys(
+      [
+        "# comment",
+        "",
+        `from="10.0.0.1 ${PUB}`,
+        `permitlisten="a:b:c" ${PUB}`,
+        `from="10.0.0.1/8" ${PUB}`,
+        `cert-authority ${PUB}`,
+        `ssh-rsa ${PUB.split(" ")[1]}`,
+        "ssh-ed25519 AAAAnotakey",
+        `expiry-time="20241341" ${PUB}`,
+        OTHER,
+      ].join("\n"),
+    );
+    assert.deepEqual(
+      r.problems.map((p) => p.line),
+      [3, 4, 5, 6, 7, 8, 9],
+    );
+    assert.equal(r.keys.length, 1);
+    assert.equal(r.keys[0]?.line, 10);
+  });
+
+  test("expiry-time: local time, or UTC with Z", () => {
+    assert.deepEqual(parseExpiryTime("20300102"), new Date(2030, 0, 2));
+    assert.deepEqual(parseExpiryTime("203001020304Z"), new Date(Date.UTC(2030, 0, 2, 3, 4)));
+    assert.deepEqual(parseExpiryTime("20300102030405"), new Date(2030, 0, 2, 3, 4, 5));
+    assert.equal(typeof parseExpiryTime("2030010"), "string");
+    assert.equal(typeof parseExpiryTime("20300230"), "string");
+  });
+});
+
+describe("from= patterns", () => {
+  test("CIDR, wildcards, negation, IPv6 and IPv4-mapped peers", () => {
+    assert.equal(fromAllows("10.0.0.0/8,127.0.0.1", "127.0.0.1"), true);
+    assert.equal(fromAllows("10.0.0.0/8,127.0.0.1", "10.200.3.4"), true);
+    assert.equal(fromAllows("10.0.0.0/8,127.0.0.1", "11.0.0.1"), false);
+    assert.equal(fromAllows("10.0.0.0/8", "::ffff:10.1.1.1"), true);
+    assert.equal(fromAllows("192.168.1.*", "192.168.1.77"), true);
+    assert.equal(fromAllows("192.168.1.?", "192.168.1.77"), false);
+    assert.equal(fromAllows("!10.0.0.5,10.0.0.0/8", "10.0.0.5"), false);
+    assert.equal(fromAllows("!10.0.0.5,10.0.0.0/8", "10.0.0.6"), true);
+    assert.equal(fromAllows("2001:db8::/32", "2001:db8:1::5"), true);
+    assert.equal(fromAllows("2001:db8::/32", "2001:db9::5"), false);
+    assert.equal(fromAllows("::1", "::1"), true);
+    assert.equal(fromAllows("*.example.com", "10.0.0.1"), false, "no reverse DNS");
+    assert.equal(fromAllows("!10.0.0.5", "10.0.0.6"), false, "only negative entries admit nobody");
+  });
+});
+
+describe("key decisions", () => {
+  test("from= and expiry-time refuse; a later line for the same key may admit", () => {
+    const now = new Date(2030, 5, 1);
+    const blob = one(PUB).blob;
+    const keys = (text: string) => parseAuthorizedKeys(text).keys;
+    assert.equal(authorizeKey(keys(OTHER), blob, "127.0.0.1", now).ok, false);
+    assert.deepEqual(authorizeKey(keys(`from="10.0.0.0/8" ${PUB}`), blob, "127.0.0.1", now), {
+      ok: false,
+      reason: "from-not-allowed",
+    });
+    assert.deepEqual(authorizeKey(keys(`expiry-time="20300101" ${PUB}`), blob, "127.0.0.1", now), {
+      ok: false,
+      reason: "expired",
+    });
+    assert.equal(authorizeKey(keys(`expiry-time="20310101" ${PUB}`), blob, "127.0.0.1", now).ok, true);
+    const d = authorizeKey(keys(`from="10.0.0.0/8" ${PUB}\nrestrict ${PUB}`), blob, "127.0.0.1", now);
+    assert.ok(d.ok && d.key.line === 2);
+  });
+});
+
+describe("listen permissions", () => {
+  const open = one(PUB).options;
+  test("no permitlisten: unprivileged ports or 0, loopback only unless gateway ports", () => {
+    assert.equal(checkListen(open, target("localhost"), 0, false), undefined);
+    assert.equal(checkListen(open, target("127.0.0.1"), 8080, false), undefined);
+    assert.equal(checkListen(open, target("::1"), 8080, false), undefined);
+    assert.match(checkListen(open, target("localhost"), 80, false) ?? "", /privileged/);
+    assert.match(checkListen(open, target(""), 8080, false) ?? "", /not loopback/);
+    assert.match(checkListen(open, target("0.0.0.0"), 8080, false) ?? "", /not loopback/);
+    assert.equal(checkListen(open, target(""), 8080, true), undefined);
+  });
+
+  test("permitlisten: port exact or *, host as an ssh pattern on the client's string", () => {
+    const o = one(
+      `permitlisten="localhost:8080",permitlisten="0.0.0.0:*",permitlisten="9000" ${PUB}`,
+    ).options;
+    assert.equal(checkListen(o, target("localhost"), 8080, false), undefined);
+    assert.match(
+      checkListen(o, target("127.0.0.1"), 8080, false) ?? "",
+      /permitlisten/,
+      "localhost is not 127.0.0.1",
+    );
+    assert.equal(
+      checkListen(o, target("0.0.0.0"), 443, false),
+      undefined,
+      "explicit host grants that address",
+    );
+    assert.equal(checkListen(o, target("localhost"), 9000, false), undefined);
+    assert.match(checkListen(o, target(""), 9000, false) ?? "", /permitlisten/, "a bare port keeps loopback");
+    assert.equal(checkListen(o, target(""), 9000, true), undefined);
+    assert.match(checkListen(o, target("localhost"), 0, false) ?? "", /permitlisten/, "0 must be listed");
+    const star = one(`permitlisten="*:*" ${PUB}`).options;
+    assert.equal(checkListen(star, target(""), 22, false), undefined);
+    const off = one(`restrict,permitlisten="8080" ${PUB}`).options;
+    assert.match(checkListen(off, target("localhost"), 8080, false) ?? "", /disabled/);
+  });
+
+  test("bind addresses: localhost is both loopbacks, empty and * are everything, names are refused", () => {
+    assert.deepEqual(
+      target("localhost").hosts.map((h) => h.host),
+      ["127.0.0.1", "::1"],
+    );
+    assert.equal(target("*").scope, "any");
+    assert.equal(target("").requested, "");
+    assert.equal(target("10.1.2.3").scope, "specific");
+    assert.equal(typeof resolveBindAddress("example.com"), "string");
+  });
+
+  test("overlap: wildcards cover their family, specific addresses only themselves", () => {
+    assert.equal(targetsOverlap(target("localhost"), target("127.0.0.1")), true);
+    assert.equal(targetsOverlap(target("127.0.0.1"), target("::1")), false);
+    assert.equal(targetsOverlap(target(""), target("::1")), true);
+    assert.equal(targetsOverlap(target("0.0.0.0"), target("127.0.0.1")), true);
+    assert.equal(targetsOverlap(target("0.0.0.0"), target("::1")), false);
+    assert.equal(targetsOverlap(target("::1"), target("0:0:0:0:0:0:0:1")), true);
+  });
+});
