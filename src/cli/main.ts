@@ -8,7 +8,7 @@ import { readFile } from "node:fs/promises";
 import { userInfo } from "node:os";
 import { createInterface } from "node:readline/promises";
 import { RevtunError } from "../errors.js";
-import { createLogger, type LogLevel } from "../log.js";
+import { createLogger, type Logger, type LogLevel } from "../log.js";
 import { TunnelMetrics } from "../metrics.js";
 import { type MetricsServer, parseListen, serveMetrics } from "../metrics-server.js";
 import { resolveTunnelOptions } from "../resolve.js";
@@ -123,6 +123,25 @@ export async function main(argv: string[], io: Io = defaultIo()): Promise<number
   }
 }
 
+/** Serves /healthz and /metrics when --metrics was given, and logs where. */
+export async function startMetrics(
+  listen: string | undefined,
+  metrics: TunnelMetrics,
+  log: Logger,
+): Promise<MetricsServer | undefined> {
+  if (listen === undefined) return undefined;
+  const server = await serveMetrics({
+    ...parseListen(listen, "--metrics"),
+    registry: metrics.registry,
+    health: () => metrics.health(),
+  });
+  log.info(
+    { event: "metrics-listening", port: server.address.port },
+    `metrics on http://${server.address.host}:${server.address.port}/metrics`,
+  );
+  return server;
+}
+
 export function logLevel(args: CliArgs): LogLevel {
   return args.quiet ? "error" : args.verbose > 0 ? "debug" : "info";
 }
@@ -167,18 +186,7 @@ async function runAgent(args: CliArgs, io: Io): Promise<number> {
   reportTunnel(tunnel, log, io.stderr);
   const metrics = new TunnelMetrics();
   metrics.add(args.destination, tunnel);
-  let server: MetricsServer | undefined;
-  if (args.metrics !== undefined) {
-    server = await serveMetrics({
-      ...parseListen(args.metrics, "--metrics"),
-      registry: metrics.registry,
-      health: () => metrics.health(),
-    });
-    log.info(
-      { event: "metrics-listening", port: server.address.port },
-      `metrics on http://${server.address.host}:${server.address.port}/metrics`,
-    );
-  }
+  const server = await startMetrics(args.metrics, metrics, log);
   let signalled = false;
   const offSignals = onSignals((immediate) => {
     signalled = true;

@@ -8,13 +8,13 @@ import { RevtunError } from "../errors.js";
 import { withJumpHosts } from "../jump.js";
 import { createLogger } from "../log.js";
 import { TunnelMetrics } from "../metrics.js";
-import { type MetricsServer, parseListen, serveMetrics } from "../metrics-server.js";
+import type { MetricsServer } from "../metrics-server.js";
 import { resolveTunnelOptions } from "../resolve.js";
 import { Tunnel } from "../supervisor.js";
 import { TunnelSet } from "../tunnel-set.js";
 import { parseTunnelsConfig } from "../tunnels-config.js";
 import type { CliArgs } from "./args.js";
-import { type Io, logLevel, onSignals, readSecret } from "./main.js";
+import { type Io, logLevel, onSignals, readSecret, startMetrics } from "./main.js";
 import { reportTunnel } from "./report.js";
 
 async function load(file: string) {
@@ -91,17 +91,7 @@ export async function runTunnelsFile(args: CliArgs, io: Io): Promise<number> {
   process.on("SIGHUP", reload);
   try {
     await set.apply(config, args.graceSeconds * 1000);
-    if (args.metrics !== undefined) {
-      server = await serveMetrics({
-        ...parseListen(args.metrics, "--metrics"),
-        registry: metrics.registry,
-        health: () => metrics.health(),
-      });
-      log.info(
-        { event: "metrics-listening", port: server.address.port },
-        `metrics on http://${server.address.host}:${server.address.port}/metrics`,
-      );
-    }
+    server = await startMetrics(args.metrics, metrics, log);
     await stopped;
     await stopping;
     return 0;
