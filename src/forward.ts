@@ -9,6 +9,8 @@
 import net from "node:net";
 import type { Duplex } from "node:stream";
 
+const EMPTY = Buffer.alloc(0);
+
 export type Endpoint = { kind: "tcp"; host: string; port: number } | { kind: "unix"; path: string };
 
 export function formatEndpoint(e: Endpoint): string {
@@ -17,31 +19,44 @@ export function formatEndpoint(e: Endpoint): string {
 }
 
 /**
- * Connects to a local target before the channel is accepted, so a refused or
- * silent target becomes a rejected channel and the remote client is closed at
- * once instead of seeing an open connection that carries nothing.
+ * Starts a connection to a local target and returns the socket at once, still
+ * connecting. The agent accepts the channel without waiting for the connect:
+ * sshd has already accepted the remote client's TCP connection either way, so
+ * a refused target looks the same to that client (open, then closed), and the
+ * channel confirmation no longer waits a loop turn for the local connect.
+ * Writes made before the connect completes are queued by net.Socket, with
+ * backpressure. A target that does not answer within `timeoutMs` is destroyed
+ * with an error that names it.
+ */
+export function openTarget(target: Endpoint, timeoutMs: number): net.Socket {
+  const sock =
+    target.kind === "unix"
+      ? net.connect({ path: target.path, allowHalfOpen: true })
+      : net.connect({ host: target.host, port: target.port, allowHalfOpen: true, noDelay: true });
+  const timer = setTimeout(() => {
+    sock.destroy(new Error(`connect to ${formatEndpoint(target)} timed out after ${timeoutMs} ms`));
+  }, timeoutMs);
+  sock.once("connect", () => clearTimeout(timer));
+  sock.once("close", () => clearTimeout(timer));
+  return sock;
+}
+
+/**
+ * Connects to a local target and resolves once connected, for callers that
+ * must know the target is reachable before they commit to a channel.
  */
 export function connectTarget(target: Endpoint, timeoutMs: number): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
-    const sock =
-      target.kind === "unix"
-        ? net.connect({ path: target.path, allowHalfOpen: true })
-        : net.connect({ host: target.host, port: target.port, allowHalfOpen: true, noDelay: true });
-    const timer = setTimeout(() => {
-      sock.destroy();
-      reject(new Error(`connect to ${formatEndpoint(target)} timed out after ${timeoutMs} ms`));
-    }, timeoutMs);
-    sock.once("connect", () => {
-      clearTimeout(timer);
-      sock.removeListener("error", onError);
-      resolve(sock);
-    });
+    const sock = openTarget(target, timeoutMs);
     const onError = (err: Error) => {
-      clearTimeout(timer);
       sock.destroy();
       reject(err);
     };
     sock.once("error", onError);
+    sock.once("connect", () => {
+      sock.removeListener("error", onError);
+      resolve(sock);
+    });
   });
 }
 
@@ -51,6 +66,8 @@ export interface SpliceResult {
   bytesIn: number;
   /** Bytes from the channel into the socket. */
   bytesOut: number;
+  /** False when the socket never connected (a refused or silent target). */
+  connected: boolean;
   error?: Error;
 }
 
@@ -76,6 +93,8 @@ export function splice(channel: Duplex, socket: net.Socket): Promise<SpliceResul
   return new Promise((resolve) => {
     let done = false;
     let error: Error | undefined;
+    let connected = !socket.connecting;
+    if (!connected) socket.once("connect", () => (connected = true));
     let channelReadDone = false; // channel → socket finished (socket write half shut)
     let socketReadDone = false; // socket → channel finished (channel EOF sent)
 
@@ -85,7 +104,12 @@ export function splice(channel: Duplex, socket: net.Socket): Promise<SpliceResul
       clearTimeout(lingerTimer);
       socket.removeListener("close", onSocketClose);
       channel.removeListener("close", onChannelClose);
-      resolve({ bytesIn: socket.bytesRead, bytesOut: socket.bytesWritten, ...(error ? { error } : {}) });
+      resolve({
+        bytesIn: socket.bytesRead,
+        bytesOut: socket.bytesWritten,
+        connected,
+        ...(error ? { error } : {}),
+      });
     };
 
     const fail = (err: Error | undefined) => {
@@ -99,14 +123,28 @@ export function splice(channel: Duplex, socket: net.Socket): Promise<SpliceResul
     };
 
     // A server-side ssh2 channel sends CLOSE together with EOF on end(), which
-    // would cut the other direction; eof() alone keeps it half-open.
+    // would cut the other direction; eof() alone keeps it half-open. But eof()
+    // goes out at once, ahead of data still queued for window space, and
+    // ssh2 drops writes after EOF: so send it from the callback of an empty
+    // write, which runs once every earlier chunk has reached the transport.
+    let eofSent = false;
     const shutChannelWrites = () => {
-      if (chan.server && typeof chan.eof === "function") chan.eof();
-      else channel.end();
+      const eof = chan.eof;
+      if (!chan.server || typeof eof !== "function") {
+        channel.end();
+        return;
+      }
+      channel.write(EMPTY, () => {
+        if (done) return;
+        eof.call(chan);
+        eofSent = true;
+        maybeComplete();
+      });
     };
 
     const maybeComplete = () => {
       if (!channelReadDone || !socketReadDone) return;
+      if (chan.server && !eofSent) return;
       if (chan.server && typeof chan.close === "function") chan.close();
       // The client side waits for the server's CLOSE; the socket closes once
       // its FIN is acknowledged and the peer's FIN has been read.

@@ -10,7 +10,8 @@ import type { Duplex } from "node:stream";
 import ssh2, { type ConnectConfig, type ServerHostKeyAlgorithm, type TcpConnectionDetails } from "ssh2";
 import { Authenticator, type Identity } from "./auth.js";
 import { RevtunError } from "./errors.js";
-import { connectTarget, type Endpoint, formatEndpoint, splice } from "./forward.js";
+import { type Endpoint, formatEndpoint, openTarget, splice } from "./forward.js";
+import { batchWrites } from "./write-batching.js";
 import { checkHostKey, type HostKeyCheck, knownKeyAlgorithms } from "./known-hosts.js";
 import { type ForwardSpec, formatBind, wireBindAddress } from "./spec.js";
 
@@ -160,6 +161,7 @@ export class Session extends EventEmitter<SessionEvents> {
     this.sock = sock;
     if (sock instanceof net.Socket) {
       sock.setNoDelay(true);
+      batchWrites(sock);
       if (cfg.tcpKeepAlive) sock.setKeepAlive(true, Math.max(1, cfg.serverAliveInterval || 15) * 1000);
     }
 
@@ -421,44 +423,43 @@ export class Session extends EventEmitter<SessionEvents> {
     accept: () => Duplex,
     reject: () => void,
   ): void {
-    connectTarget(target, this.cfg.targetConnectTimeoutMs).then(
-      (socket) => {
-        if (this.closed) {
-          socket.destroy();
-          return;
-        }
-        let channel: Duplex;
-        try {
-          channel = accept();
-        } catch {
-          socket.destroy();
-          return;
-        }
-        const info: ConnectionInfo = { id: nextConnectionId++, forward, origin };
-        const started = Date.now();
-        this.sockets.add(socket);
-        this.emit("connection-open", info);
-        splice(channel, socket).then((r) => {
-          this.sockets.delete(socket);
-          this.emit("bytes", { bytesIn: r.bytesIn, bytesOut: r.bytesOut });
-          this.emit("connection-close", {
-            ...info,
-            bytesIn: r.bytesIn,
-            bytesOut: r.bytesOut,
-            durationMs: Date.now() - started,
-            ...(r.error ? { error: r.error.message } : {}),
-          });
-        });
-      },
-      (err: Error) => {
-        if (!this.closed) reject();
+    if (this.closed) {
+      reject();
+      return;
+    }
+    let channel: Duplex;
+    try {
+      channel = accept();
+    } catch {
+      return;
+    }
+    const socket = openTarget(target, this.cfg.targetConnectTimeoutMs);
+    const info: ConnectionInfo = { id: nextConnectionId++, forward, origin };
+    let started = 0;
+    this.sockets.add(socket);
+    socket.once("connect", () => {
+      started = Date.now();
+      this.emit("connection-open", info);
+    });
+    splice(channel, socket).then((r) => {
+      this.sockets.delete(socket);
+      if (!r.connected) {
         this.emit("connection-rejected", {
           forward,
           origin,
-          reason: `${formatEndpoint(target)}: ${err.message}`,
+          reason: `${formatEndpoint(target)}: ${r.error?.message ?? "closed before connecting"}`,
         });
-      },
-    );
+        return;
+      }
+      this.emit("bytes", { bytesIn: r.bytesIn, bytesOut: r.bytesOut });
+      this.emit("connection-close", {
+        ...info,
+        bytesIn: r.bytesIn,
+        bytesOut: r.bytesOut,
+        durationMs: Date.now() - started,
+        ...(r.error ? { error: r.error.message } : {}),
+      });
+    });
   }
 
   /**
