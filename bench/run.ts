@@ -23,7 +23,15 @@
  * /proc. ssh's restart figure needs a supervisor: bench/tunnels.ts SshLoop.
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import http from "node:http";
 import net from "node:net";
 import os, { tmpdir } from "node:os";
@@ -558,6 +566,7 @@ async function main(): Promise<void> {
     runs,
     ...(relay ? { relay } : {}),
   };
+  mkdirSync(o.out, { recursive: true });
   writeFileSync(join(o.out, "results.json"), `${JSON.stringify(result, null, 2)}\n`);
   const subtitle = `${o.pairs} pairs, ${String(machine.cpu)} (${machine.cores} cores), Node ${process.version}, ${String(machine.ssh).split(",")[0]}, ${CIPHER}, ${result.date.slice(0, 10)}`;
   writeFileSync(

@@ -13,7 +13,14 @@
 export { Authenticator, DEFAULT_IDENTITIES, type Identity, loadIdentities } from "./auth.js";
 export { Backoff } from "./backoff.js";
 export { type ErrorCode, isPermanent, RevtunError } from "./errors.js";
-export { connectTarget, type Endpoint, formatEndpoint, openTarget, type SpliceResult, splice } from "./forward.js";
+export {
+  connectTarget,
+  type Endpoint,
+  formatEndpoint,
+  openTarget,
+  type SpliceResult,
+  splice,
+} from "./forward.js";
 export { fingerprintSha256, keyTypeOf, loadOrCreateHostKey, parsePublicKey } from "./keys.js";
 export * from "./known-hosts.js";
 export { createLogger, type LogFormat, type Logger, type LogLevel } from "./log.js";

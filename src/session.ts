@@ -11,9 +11,10 @@ import ssh2, { type ConnectConfig, type ServerHostKeyAlgorithm, type TcpConnecti
 import { Authenticator, type Identity } from "./auth.js";
 import { RevtunError } from "./errors.js";
 import { type Endpoint, formatEndpoint, openTarget, splice } from "./forward.js";
-import { batchWrites } from "./write-batching.js";
 import { checkHostKey, type HostKeyCheck, knownKeyAlgorithms } from "./known-hosts.js";
 import { type ForwardSpec, formatBind, wireBindAddress } from "./spec.js";
+import { keepaliveReset, remoteVersion, sendIgnore } from "./ssh2-internals.js";
+import { batchWrites } from "./write-batching.js";
 
 export interface SessionConfig {
   host: string;
@@ -206,7 +207,7 @@ export class Session extends EventEmitter<SessionEvents> {
         this.client.setNoDelay(true);
         this.emit("ready", {
           handshakeMs: Date.now() - started,
-          serverVersion: (this.client as unknown as { _remoteVer?: string })._remoteVer ?? "",
+          serverVersion: remoteVersion(this.client),
         });
         resolve();
       });
@@ -218,6 +219,7 @@ export class Session extends EventEmitter<SessionEvents> {
           );
         this.onClose();
       });
+      this.client.on("hostkeys", () => sendIgnore(this.client));
       this.client.on("tcp connection", (info, accept, reject) => this.onTcpConnection(info, accept, reject));
       this.client.on("unix connection", (info, accept, reject) =>
         this.onUnixConnection(info.socketPath, accept, reject),
@@ -233,15 +235,10 @@ export class Session extends EventEmitter<SessionEvents> {
     });
   }
 
-  /**
-   * ssh2 resets its keepalive counter only when a keepalive is answered, so a
-   * long bulk transfer whose replies queue behind data looks dead. OpenSSH
-   * counts any traffic from the server as proof of life; do the same by
-   * restarting ssh2's keepalive timer when bytes arrive (at most every 250 ms).
-   */
+  /** Any bytes from the server prove it alive, as in OpenSSH (checked at most every 250 ms). */
   private trackActivity(sock: Duplex): void {
-    const reset = (this.client as unknown as { _resetKA?: () => void })._resetKA;
-    if (typeof reset !== "function" || this.cfg.serverAliveInterval <= 0) return;
+    const reset = keepaliveReset(this.client);
+    if (!reset || this.cfg.serverAliveInterval <= 0) return;
     let last = 0;
     sock.on("data", () => {
       const now = Date.now();
@@ -329,6 +326,7 @@ export class Session extends EventEmitter<SessionEvents> {
             return;
           }
           this.bound.set(forward, { forward, wireAddress: b.path, port: 0 });
+          sendIgnore(this.client);
           this.emit("forward-bound", { forward, port: undefined });
           resolve(undefined);
         });
@@ -342,6 +340,7 @@ export class Session extends EventEmitter<SessionEvents> {
         }
         // Port 0: the server picks; its reply carries the real port (RFC 4254 7.1).
         this.bound.set(forward, { forward, wireAddress, port });
+        sendIgnore(this.client);
         this.emit("forward-bound", { forward, port });
         resolve(port);
       });

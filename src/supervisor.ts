@@ -214,7 +214,10 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
   }
 
   private async run(): Promise<void> {
-    const backoff = new Backoff({ baseMs: 1_000, capMs: this.options.maxBackoffMs ?? 30_000 });
+    // The first retry within 250 ms, as autossh restarts ssh at once: a
+    // server restart costs little more than the restart itself. Full jitter
+    // and doubling keep a fleet from reconnecting in lockstep.
+    const backoff = new Backoff({ baseMs: 250, capMs: this.options.maxBackoffMs ?? 30_000 });
     const signal = this.stop.signal;
     let attempt = 0;
     while (!signal.aborted) {

@@ -9,7 +9,7 @@ import { userInfo } from "node:os";
 import { createInterface } from "node:readline/promises";
 import { RevtunError } from "../errors.js";
 import { createLogger, type Logger, type LogLevel } from "../log.js";
-import { TunnelMetrics } from "../metrics.js";
+import type { TunnelMetrics } from "../metrics.js";
 import { type MetricsServer, parseListen, serveMetrics } from "../metrics-server.js";
 import { resolveTunnelOptions } from "../resolve.js";
 import { Tunnel } from "../supervisor.js";
@@ -184,9 +184,14 @@ async function runAgent(args: CliArgs, io: Io): Promise<number> {
     }),
   );
   reportTunnel(tunnel, log, io.stderr);
-  const metrics = new TunnelMetrics();
-  metrics.add(args.destination, tunnel);
-  const server = await startMetrics(args.metrics, metrics, log);
+  // prom-client costs 40 ms of startup and CPU on every connection: only with --metrics.
+  let server: MetricsServer | undefined;
+  if (args.metrics !== undefined) {
+    const { TunnelMetrics } = await import("../metrics.js");
+    const metrics = new TunnelMetrics();
+    metrics.add(args.destination, tunnel);
+    server = await startMetrics(args.metrics, metrics, log);
+  }
   let signalled = false;
   const offSignals = onSignals((immediate) => {
     signalled = true;

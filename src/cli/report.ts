@@ -49,25 +49,28 @@ export function reportTunnel(tunnel: Tunnel, log: Logger, stderr: NodeJS.Writabl
       `remote port forwarding failed for ${e.forward.text}: ${e.reason}${e.retryInMs !== undefined ? `; retrying in ${e.retryInMs} ms` : ""}`,
     ),
   );
-  tunnel.on("connection-open", (e) =>
-    log.debug(
-      { event: "connection-open", id: e.id, forward: e.forward.text, origin: e.origin },
-      "connection opened",
-    ),
-  );
-  tunnel.on("connection-close", (e) =>
-    log.debug(
-      {
-        event: "connection-close",
-        id: e.id,
-        bytesIn: e.bytesIn,
-        bytesOut: e.bytesOut,
-        durationMs: e.durationMs,
-        ...(e.error ? { error: e.error } : {}),
-      },
-      "connection closed",
-    ),
-  );
+  // Per-connection lines only at -v: building them costs CPU on every connection.
+  if (log.isLevelEnabled("debug")) {
+    tunnel.on("connection-open", (e) =>
+      log.debug(
+        { event: "connection-open", id: e.id, forward: e.forward.text, origin: e.origin },
+        "connection opened",
+      ),
+    );
+    tunnel.on("connection-close", (e) =>
+      log.debug(
+        {
+          event: "connection-close",
+          id: e.id,
+          bytesIn: e.bytesIn,
+          bytesOut: e.bytesOut,
+          durationMs: e.durationMs,
+          ...(e.error ? { error: e.error } : {}),
+        },
+        "connection closed",
+      ),
+    );
+  }
   tunnel.on("connection-rejected", (e) =>
     log.warn(
       { event: "connection-rejected", forward: e.forward.text, origin: e.origin },

@@ -11,7 +11,6 @@ import { formatEndpoint, splice } from "../forward.js";
 import { fingerprintSha256, keyTypeOf } from "../keys.js";
 import type { AuthorizedKey } from "./authorized-keys.js";
 import type { Binding, BindingOwner, BindOutcome, ReleaseReason } from "./bindings.js";
-import { orderEofAfterWrites } from "./channel-order.js";
 import type { ForwardInfo, RelayEvents, SessionInfo, SessionRef } from "./events.js";
 import type { RelayMetrics } from "./metrics.js";
 import type { ResolvedRelayOptions } from "./options.js";
@@ -414,7 +413,6 @@ export class RelaySession implements BindingOwner {
     metrics.forwardedTotal.inc();
     metrics.track(socket);
     this.host.emit("forwarded-open", base);
-    orderEofAfterWrites(channel);
     void splice(channel, socket).then((r) => {
       metrics.untrack(socket);
       this.forwarded.delete(socket);
