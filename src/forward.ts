@@ -2,7 +2,7 @@
  * Forwarding: the one data path shared by the agent and the relay.
  *
  * A forwarded connection is two Duplex streams, an SSH channel and a socket,
- * spliced together with backpressure both ways (`pipe`) and half-close passed
+ * spliced together with backpressure both ways and half-close passed
  * through: when one side ends its writes, the other side's write half is shut
  * (FIN on a socket, EOF on a channel) and the opposite direction keeps flowing.
  */
@@ -71,6 +71,11 @@ export interface SpliceResult {
   error?: Error;
 }
 
+interface StreamStates {
+  _readableState?: { autoDestroy: boolean };
+  _writableState?: { autoDestroy: boolean };
+}
+
 /** The parts of an ssh2 Channel this module relies on; see ssh2 lib/Channel.js. */
 interface ChannelLike extends Duplex {
   server?: boolean;
@@ -115,8 +120,7 @@ export function splice(channel: Duplex, socket: net.Socket): Promise<SpliceResul
     const fail = (err: Error | undefined) => {
       if (done) return;
       if (err && !error) error = err;
-      channel.unpipe(socket);
-      socket.unpipe(channel);
+      unlink();
       socket.destroy();
       channel.destroy();
       finish();
@@ -150,8 +154,43 @@ export function splice(channel: Duplex, socket: net.Socket): Promise<SpliceResul
       // its FIN is acknowledged and the peer's FIN has been read.
     };
 
-    channel.pipe(socket, { end: false });
-    socket.pipe(channel, { end: false });
+    // Flow control both ways, as pipe() does but with a third of its
+    // per-connection listeners and bookkeeping: a full socket pauses the
+    // channel (ssh2 then stops adjusting the window, so the peer stops
+    // sending), a full channel window pauses the socket.
+    const toSocket = (chunk: Buffer) => {
+      if (!socket.write(chunk)) channel.pause();
+    };
+    const toChannel = (chunk: Buffer) => {
+      if (!channel.write(chunk)) socket.pause();
+    };
+    const resumeChannel = () => channel.resume();
+    const resumeSocket = () => socket.resume();
+    channel.on("data", toSocket);
+    socket.on("drain", resumeChannel);
+    socket.on("data", toChannel);
+    channel.on("drain", resumeSocket);
+    // A 'data' listener does not restart a stream that was paused explicitly
+    // (a server accepting with pauseOnConnect); pipe() resumes, so do we.
+    channel.resume();
+    socket.resume();
+    const unlinkSocketReads = () => {
+      socket.removeListener("data", toChannel);
+      channel.removeListener("drain", resumeSocket);
+    };
+    const unlink = () => {
+      channel.removeListener("data", toSocket);
+      socket.removeListener("drain", resumeChannel);
+      unlinkSocketReads();
+    };
+    // ssh2's Channel.destroy() is end() then close(); Node calls it once both
+    // halves are done, when both have already happened, and end() on a
+    // finished stream builds an ERR_STREAM_ALREADY_FINISHED with a stack
+    // trace only to drop it (15 us a connection). The EOF/CLOSE exchange
+    // above ends the channel; fail() still destroys it on error paths.
+    const states = channel as unknown as StreamStates;
+    if (states._readableState) states._readableState.autoDestroy = false;
+    if (states._writableState) states._writableState.autoDestroy = false;
 
     channel.once("end", () => {
       channelReadDone = true;
@@ -181,7 +220,7 @@ export function splice(channel: Duplex, socket: net.Socket): Promise<SpliceResul
       // The peer closed the channel. Whatever it sent before CLOSE is still
       // buffered and reaches the socket through the pipe; anything the local
       // side sends from now on has nowhere to go.
-      socket.unpipe(channel);
+      unlinkSocketReads();
       socket.resume();
       if (socket.destroyed) {
         finish();
