@@ -31,20 +31,28 @@ export function matchPattern(s: string, p: string): boolean {
 }
 
 /**
- * True if some pattern matches and no negated one does. `lower` lowercases the
- * patterns (the name is the caller's to normalise), as match_pattern_list's dolower.
+ * match_pattern_list()'s three-way answer: -1 when a negated pattern matches
+ * (that wins over any positive match, whatever the order), 1 when only
+ * positive ones do, 0 when none does. `lower` lowercases the patterns (the
+ * name is the caller's to normalise), as match_pattern_list's dolower.
+ * Empty patterns never match.
  */
-export function matchPatterns(name: string, patterns: Iterable<string>, lower = false): boolean {
-  let hit = false;
+export function patternListVerdict(name: string, patterns: Iterable<string>, lower = false): -1 | 0 | 1 {
+  let hit: 0 | 1 = 0;
   for (const item of patterns) {
     const negated = item.startsWith("!");
     let p = negated ? item.slice(1) : item;
     if (lower) p = p.toLowerCase();
     if (p === "" || !matchPattern(name, p)) continue;
-    if (negated) return false;
-    hit = true;
+    if (negated) return -1;
+    hit = 1;
   }
   return hit;
+}
+
+/** True if some pattern matches and no negated one does (see patternListVerdict). */
+export function matchPatterns(name: string, patterns: Iterable<string>, lower = false): boolean {
+  return patternListVerdict(name, patterns, lower) === 1;
 }
 
 /** ssh's match_pattern_list over a comma-separated list. */

@@ -6,9 +6,11 @@ export const HELP = `usage: revtun [-N] [-v] [-q] [-p port] [-l login] [-i ident
               [--max-backoff seconds] [--passphrase-file F] [--password-file F]
               -R spec... [user@]host
        revtun --config tunnels.yaml [--metrics [host:]port] [--log-format text|json]
-       revtun relay --listen [host:]port --host-key FILE --authorized-keys FILE [--metrics [host:]port]
+       revtun relay --listen [host:]port --host-key FILE --authorized-keys FILE
+                    [--metrics [host:]port] [--gateway-ports] [--log-format text|json] [-v]
        revtun demo
        revtun --help | --version
+       revtun relay --help
 
 Keeps reverse SSH tunnels up for good: reconnects after any loss, re-binds
 every forward, and reports its health.

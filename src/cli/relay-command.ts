@@ -4,7 +4,7 @@
  * one line, reloads authorized_keys on SIGHUP, and returns the exit code:
  * 0 after a signal, 2 for bad flags, 1 when the relay cannot start.
  */
-import { parseArgs } from "node:util";
+import { type ParseArgsConfig, parseArgs } from "node:util";
 import { RevtunError } from "../errors.js";
 import { loadOrCreateHostKey } from "../keys.js";
 import { createLogger, type LogFormat, type Logger } from "../log.js";
@@ -27,7 +27,20 @@ export const RELAY_USAGE = `usage: revtun relay --listen [host:]port --host-key 
   --gateway-ports          let keys bind non-loopback addresses without a host permitlisten
   --log-format text|json   log line format (default text)
   -v, --verbose            debug logging (every forwarded connection, ignored key options)
+  -h, --help               this text
 `;
+
+/** Every flag `revtun relay` parses; the help texts are tested against this list. */
+export const RELAY_OPTIONS = {
+  listen: { type: "string" },
+  "host-key": { type: "string" },
+  "authorized-keys": { type: "string" },
+  metrics: { type: "string" },
+  "gateway-ports": { type: "boolean" },
+  "log-format": { type: "string" },
+  verbose: { type: "boolean", short: "v", multiple: true },
+  help: { type: "boolean", short: "h" },
+} as const satisfies ParseArgsConfig["options"];
 
 export interface RelayCommandIo {
   stdout: NodeJS.WritableStream;
@@ -52,16 +65,7 @@ export function parseRelayArgs(argv: string[]): RelayArgs | "help" {
       args: argv,
       allowPositionals: false,
       strict: true,
-      options: {
-        listen: { type: "string" },
-        "host-key": { type: "string" },
-        "authorized-keys": { type: "string" },
-        metrics: { type: "string" },
-        "gateway-ports": { type: "boolean" },
-        "log-format": { type: "string" },
-        verbose: { type: "boolean", short: "v", multiple: true },
-        help: { type: "boolean", short: "h" },
-      },
+      options: RELAY_OPTIONS,
     }));
   } catch (err) {
     throw new RevtunError("USAGE", (err as Error).message);

@@ -1,38 +1,13 @@
 /**
  * OpenSSH's pattern language, as authorized_keys uses it: `*` and `?`
- * wildcards (ssh_config(5) PATTERNS), comma-separated lists with `!`
- * negation, and address/masklen CIDR entries in `from=` (sshd(8)
- * AUTHORIZED_KEYS FILE FORMAT). Semantics follow OpenSSH's match.c and
- * addrmatch.c so a file written for sshd means the same thing here.
+ * wildcards (ssh_config(5) PATTERNS) and comma-separated lists with `!`
+ * negation, both from the shared ../patterns.ts (match.c), plus what is
+ * relay-specific here: address/masklen CIDR entries in `from=` (sshd(8)
+ * AUTHORIZED_KEYS FILE FORMAT, addrmatch.c), so a file written for sshd
+ * means the same thing here.
  */
 import net from "node:net";
-
-/** One wildcard pattern against a string; the caller decides case (OpenSSH lowercases hostnames). */
-export function matchPattern(s: string, pattern: string): boolean {
-  let re = "";
-  for (const ch of pattern) {
-    if (ch === "*") re += "[\\s\\S]*";
-    else if (ch === "?") re += "[\\s\\S]";
-    else re += ch.replace(/[.*+?^${}()|[\]\\/-]/g, "\\$&");
-  }
-  return new RegExp(`^${re}$`).test(s);
-}
-
-/**
- * match_pattern_list(): 1 when a positive entry matches, -1 when a negated
- * one does (a negated match wins over any positive one), 0 when none does.
- */
-export function matchPatternList(s: string, list: string): -1 | 0 | 1 {
-  let got: 0 | 1 = 0;
-  for (const raw of list.split(",")) {
-    const negated = raw.startsWith("!");
-    const pattern = (negated ? raw.slice(1) : raw).toLowerCase();
-    if (!matchPattern(s, pattern)) continue;
-    if (negated) return -1;
-    got = 1;
-  }
-  return got;
-}
+import { matchPattern, patternListVerdict } from "../patterns.js";
 
 /** `::ffff:10.1.2.3` (an IPv4 peer on a dual-stack listener) → `10.1.2.3`; other addresses unchanged. */
 export function normalizeIp(ip: string): string {
@@ -141,7 +116,8 @@ export function fromAllows(list: string, peerIp: string): boolean {
   const ip = normalizeIp(peerIp);
   const byAddr = addrMatchList(ip, list);
   if (byAddr === -2 || byAddr === -1) return false;
-  const byName = matchPatternList(ip.toLowerCase(), list);
+  // match_hostname(): the patterns are lowercased, as OpenSSH does for host names.
+  const byName = patternListVerdict(ip.toLowerCase(), list.split(","), true);
   if (byName === -1) return false;
   return byName === 1 || byAddr === 1;
 }

@@ -3,9 +3,26 @@ import assert from "node:assert/strict";
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { RELAY_OPTIONS, RELAY_USAGE } from "../../src/cli/relay-command.js";
 import { Revtun, runRevtun } from "../helpers/cli.js";
 import { httpGet, httpServer, type Listening } from "../helpers/net.js";
 import { freePort, keygen, Sshd } from "../helpers/sshd.js";
+
+/** The usage block's entries (up to the first blank line), continuation lines joined, without "usage: ". */
+function usageEntries(help: string): string[] {
+  const entries: string[] = [];
+  for (const line of help.split("\n\n")[0]?.split("\n") ?? []) {
+    const m = /^(?:usage: | {7})(revtun\b.*)$/.exec(line);
+    if (m?.[1]) entries.push(m[1]);
+    else if (entries.length > 0) entries[entries.length - 1] += ` ${line.trim()}`;
+  }
+  return entries;
+}
+
+/** `flag` as a word of its own: "-v" is not found in "--verbose" nor "-vv". */
+function mentionsFlag(text: string, flag: string): boolean {
+  return new RegExp(`(?:^|[\\s\\[|,])${flag}(?![\\w-])`).test(text);
+}
 
 describe("revtun CLI against OpenSSH sshd", () => {
   let sshd: Sshd;
@@ -212,6 +229,23 @@ describe("revtun CLI against OpenSSH sshd", () => {
       "ExitOnForwardFailure",
     ]) {
       assert.ok(h.stdout.includes(flag), `help mentions ${flag}`);
+    }
+    // The `revtun relay` usage entries of --help name every flag the relay
+    // parser accepts (by its long or its short form), and so does `relay --help`.
+    const relayUsage = usageEntries(h.stdout)
+      .filter((e) => e.startsWith("revtun relay"))
+      .join("\n");
+    assert.ok(relayUsage, `--help has a revtun relay usage line:\n${h.stdout}`);
+    const r = await runRevtun(["relay", "--help"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, RELAY_USAGE);
+    for (const [name, opt] of Object.entries(RELAY_OPTIONS)) {
+      const forms = [`--${name}`, ...("short" in opt ? [`-${opt.short}`] : [])];
+      assert.ok(
+        forms.some((f) => mentionsFlag(relayUsage, f)),
+        `revtun --help relay usage mentions ${forms.join(" or ")}:\n${relayUsage}`,
+      );
+      for (const f of forms) assert.ok(mentionsFlag(r.stdout, f), `revtun relay --help mentions ${f}`);
     }
   });
 });
