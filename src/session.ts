@@ -13,7 +13,7 @@ import { RevtunError } from "./errors.js";
 import { type Endpoint, formatEndpoint, openTarget, splice } from "./forward.js";
 import { checkHostKey, type HostKeyCheck, knownKeyAlgorithms } from "./known-hosts.js";
 import { type ForwardSpec, formatBind, wireBindAddress } from "./spec.js";
-import { keepaliveReset, remoteVersion, sendIgnore } from "./ssh2-internals.js";
+import { keepaliveReset, poolPadding, remoteVersion, sendIgnore } from "./ssh2-internals.js";
 import { batchWrites } from "./write-batching.js";
 
 export interface SessionConfig {
@@ -205,6 +205,7 @@ export class Session extends EventEmitter<SessionEvents> {
       this.client.once("ready", () => {
         this.ready = true;
         this.client.setNoDelay(true);
+        poolPadding(this.client);
         this.emit("ready", {
           handshakeMs: Date.now() - started,
           serverVersion: remoteVersion(this.client),

@@ -3,8 +3,9 @@
  * Each degrades to doing nothing if ssh2's internals change (checked against
  * ssh2 1.17).
  */
+import { randomFillSync } from "node:crypto";
 import { createRequire } from "node:module";
-import type { Client } from "ssh2";
+import type { Client, Connection } from "ssh2";
 
 interface PacketWriter {
   allocStart: number;
@@ -12,8 +13,12 @@ interface PacketWriter {
   finalize(packet: Buffer): Buffer;
 }
 
+interface CipherLike {
+  allocPacket(payloadLength: number): Buffer;
+}
+
 interface ClientInternals {
-  _protocol?: { _packetRW?: { write?: PacketWriter } };
+  _protocol?: { _packetRW?: { write?: PacketWriter }; _cipher?: CipherLike };
   _resetKA?: () => void;
   _remoteVer?: string;
 }
@@ -65,4 +70,60 @@ export function keepaliveReset(client: Client): (() => void) | undefined {
 /** The server's identification string, e.g. "SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u10". */
 export function remoteVersion(client: Client): string {
   return (client as unknown as ClientInternals)._remoteVer ?? "";
+}
+
+/**
+ * Random padding from a pool, for the AES-GCM packet ciphers.
+ *
+ * Why: ssh2 fills every packet's 4-19 padding bytes with its own
+ * randomFillSync() call, about 3 us each (a job object, OpenSSL, and a
+ * getpid() for fork detection): 7% of the agent's CPU with a new connection
+ * per HTTP request, 11% at 50 concurrent. Drawing them from a pool that one
+ * randomFillSync() refills 4 KiB at a time gives the same CSPRNG bytes, each
+ * used once, as OpenSSH does with arc4random_buf(); ws did the same for its
+ * masks (websockets/ws#1986).
+ *
+ * The replacement is installed on the cipher's class only if it builds the
+ * same packets as ssh2's own allocPacket (length, padding length, room for
+ * the tag) for every payload length it is checked with; otherwise ssh2's is
+ * kept. Call it once the session's keys are in use (on "ready").
+ */
+export function poolPadding(owner: Client | Connection): void {
+  const cipher = (owner as unknown as ClientInternals)._protocol?._cipher;
+  if (!cipher) return;
+  const proto = Object.getPrototypeOf(cipher) as CipherLike & { constructor: { name: string } };
+  if (checked.has(proto)) return;
+  checked.add(proto);
+  if (!/^AESGCMCipher/.test(proto.constructor.name) || typeof proto.allocPacket !== "function") return;
+  const original = proto.allocPacket;
+  for (let n = 0; n < 64; n++) {
+    const a = original.call(cipher, n);
+    const b = gcmAllocPacket(n);
+    if (a.length !== b.length || a.readUInt32BE(0) !== b.readUInt32BE(0) || a[4] !== b[4]) return;
+  }
+  proto.allocPacket = gcmAllocPacket;
+}
+
+const checked = new WeakSet<object>();
+const POOL_SIZE = 4096;
+const pool = Buffer.allocUnsafe(POOL_SIZE);
+let poolOffset = POOL_SIZE;
+
+function gcmAllocPacket(payloadLength: number): Buffer {
+  // RFC 5647 / OpenSSH: the length field is not encrypted, so the rest is a
+  // multiple of the 16-byte block, with at least 4 bytes of padding.
+  let packetLength = 4 + 1 + payloadLength;
+  let padLength = 16 - ((packetLength - 4) & 15);
+  if (padLength < 4) padLength += 16;
+  packetLength += padLength;
+  const packet = Buffer.allocUnsafe(packetLength + 16); // + the GCM tag
+  packet.writeUInt32BE(packetLength - 4, 0);
+  packet[4] = padLength;
+  if (poolOffset + padLength > POOL_SIZE) {
+    randomFillSync(pool);
+    poolOffset = 0;
+  }
+  pool.copy(packet, 5 + payloadLength, poolOffset, poolOffset + padLength);
+  poolOffset += padLength;
+  return packet;
 }

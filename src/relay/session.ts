@@ -9,6 +9,7 @@ import type net from "node:net";
 import ssh2, { type AuthContext, type Connection, type PublicKeyAuthContext, type ServerChannel } from "ssh2";
 import { formatEndpoint, splice } from "../forward.js";
 import { fingerprintSha256, keyTypeOf } from "../keys.js";
+import { poolPadding } from "../ssh2-internals.js";
 import type { AuthorizedKey } from "./authorized-keys.js";
 import type { Binding, BindingOwner, BindOutcome, ReleaseReason } from "./bindings.js";
 import type { ForwardInfo, RelayEvents, SessionInfo, SessionRef } from "./events.js";
@@ -127,7 +128,10 @@ export class RelaySession implements BindingOwner {
       });
     });
     conn.on("authentication", (ctx) => this.authenticate(ctx));
-    conn.on("ready", () => this.ready());
+    conn.on("ready", () => {
+      poolPadding(conn);
+      this.ready();
+    });
     conn.on("session", (_accept, reject) => this.refuseChannel(reject, "session", NO_SHELL));
     conn.on("tcpip", (_accept, reject) => this.refuseChannel(reject, "direct-tcpip", NO_LOCAL));
     conn.on("openssh.streamlocal", (_accept, reject) =>
