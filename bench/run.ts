@@ -3,7 +3,7 @@
  * alternating ssh / revtun for N pairs, everything on loopback.
  *
  *   node --import tsx bench/run.ts [--pairs N] [--quick] [--only a,b] [--out DIR]
- *                                  [--revtun-bin PATH] [--relay]
+ *                                  [--revtun-bin PATH] [--relay] [--floor]
  *
  * Workloads: bulk download / upload (byte-exact, sha256 on both ends), HTTP
  * with a new connection per request (ab, c=1 and c=50), memory per idle
@@ -17,6 +17,8 @@
  *   --out DIR          where results.json / results.svg go (default bench/)
  *   --revtun-bin PATH  measure another checkout's bin/revtun
  *   --relay            a second table: OpenSSH ssh against sshd and against `revtun relay`
+ *   --floor            a third table: ssh against bench/ssh2-floor.mjs, a bare ssh2
+ *                      forwarder (bulk and HTTP only): what Node + ssh2 cost by themselves
  *
  * The local service and the remote client run in their own processes
  * (bench/peer.ts), ab in its own; this process only orchestrates and reads
@@ -33,11 +35,10 @@ import {
   writeFileSync,
 } from "node:fs";
 import http from "node:http";
-import net from "node:net";
 import os, { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { freePort, keygen, Sshd } from "../test/helpers/sshd.js";
+import { freePort, keygen, Sshd, sshBanner } from "../test/helpers/sshd.js";
 import type { ClientReady, PeerReply, PeerRequest, ServiceReady } from "./peer.js";
 import { type Labels, type Run, type Summary, summarize, svg, table, type Workload } from "./report.js";
 import {
@@ -65,6 +66,7 @@ interface Options {
   out: string;
   revtunBin: string;
   relay: boolean;
+  floor: boolean;
   bulkBytes: number;
   httpC1: number;
   httpC50: number;
@@ -78,6 +80,7 @@ function parseOptions(argv: string[]): Options {
   let out = HERE;
   let revtunBin = DEFAULT_REVTUN_BIN;
   let relay = false;
+  let floor = false;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i] ?? "";
     const value = () => {
@@ -88,6 +91,7 @@ function parseOptions(argv: string[]): Options {
     if (a === "--pairs") pairs = Number(value());
     else if (a === "--quick") quick = true;
     else if (a === "--relay") relay = true;
+    else if (a === "--floor") floor = true;
     else if (a === "--out") out = resolve(value());
     else if (a === "--revtun-bin") revtunBin = resolve(value());
     else if (a === "--only") {
@@ -98,7 +102,7 @@ function parseOptions(argv: string[]): Options {
       only = new Set(ids as WorkloadId[]);
     } else if (a === "--help" || a === "-h") {
       process.stdout.write(
-        `usage: npm run bench -- [--pairs N] [--quick] [--only ${WORKLOADS.join(",")}] [--out DIR] [--revtun-bin PATH] [--relay]\n`,
+        `usage: npm run bench -- [--pairs N] [--quick] [--only ${WORKLOADS.join(",")}] [--out DIR] [--revtun-bin PATH] [--relay] [--floor]\n`,
       );
       process.exit(0);
     } else throw new Error(`unknown option ${a}`);
@@ -111,6 +115,7 @@ function parseOptions(argv: string[]): Options {
     out,
     revtunBin,
     relay,
+    floor,
     bulkBytes: (quick ? 32 : 256) * MiB,
     httpC1: quick ? 500 : 3_000,
     httpC50: quick ? 2_000 : 15_000,
@@ -541,6 +546,16 @@ async function main(): Promise<void> {
   let relay: { summaries: Summary[]; runs: Record<string, Run[]> } | { skipped: string } | undefined;
   if (o.relay) relay = await relayTable(ctx);
 
+  let floor: { summaries: Summary[]; runs: Record<string, Run[]> } | undefined;
+  if (o.floor) {
+    const floorRuns: Record<string, Run[]> = {};
+    await throughputRuns(ctx, [tool("ssh"), tool("ssh2-floor")], ids, floorRuns);
+    floor = {
+      summaries: summaries(["ssh", "ssh2-floor"], floorRuns, workloadTitles(o, o.holdCount)),
+      runs: floorRuns,
+    };
+  }
+
   const elapsedS = (now() - began) / 1000;
   const heading = `revtun vs OpenSSH ssh -N -R (same sshd), ${o.pairs} pairs alternating ssh, revtun; medians; ratio = revtun/ssh per pair`;
   process.stdout.write(`\n${table(main, heading)}\n\n`);
@@ -548,6 +563,10 @@ async function main(): Promise<void> {
     const h = `server: revtun relay vs OpenSSH sshd, client OpenSSH ssh -N -R for both, ${o.pairs} pairs; ratio = relay/sshd per pair`;
     process.stdout.write(`${table(relay.summaries, h)}\n\n`);
   } else if (relay) process.stdout.write(`relay: ${relay.skipped}\n\n`);
+  if (floor) {
+    const h = `floor: a bare ssh2 forwarder (bench/ssh2-floor.mjs) vs OpenSSH ssh -N -R, ${o.pairs} pairs; ratio = ssh2-floor/ssh per pair`;
+    process.stdout.write(`${table(floor.summaries, h)}\n\n`);
+  }
   const result = {
     date: new Date().toISOString(),
     machine: { ...machine, loadavgAtEnd: os.loadavg() },
@@ -565,6 +584,7 @@ async function main(): Promise<void> {
     summaries: main,
     runs,
     ...(relay ? { relay } : {}),
+    ...(floor ? { floor } : {}),
   };
   mkdirSync(o.out, { recursive: true });
   writeFileSync(join(o.out, "results.json"), `${JSON.stringify(result, null, 2)}\n`);
@@ -719,25 +739,6 @@ async function relayTable(
     titles.memory.note = `VmRSS growth of the server (sshd session processes / relay process), ${Math.min(o.holdCount, RELAY_HOLD)} held connections (relay's default limit is 256 channels per session)`;
   }
   return { summaries: summaries(["sshd", "relay"], runs, titles), runs };
-}
-
-function sshBanner(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.connect({ host: "127.0.0.1", port });
-    const t = setTimeout(() => {
-      s.destroy();
-      resolve(false);
-    }, 1000);
-    s.once("data", (d) => {
-      clearTimeout(t);
-      s.destroy();
-      resolve(d.toString().startsWith("SSH-"));
-    });
-    s.once("error", () => {
-      clearTimeout(t);
-      resolve(false);
-    });
-  });
 }
 
 /** A process and all its descendants, by /proc. */

@@ -15,7 +15,7 @@ export interface Server {
   knownHosts: string;
 }
 
-export type Tool = "ssh" | "revtun";
+export type Tool = "ssh" | "revtun" | "ssh2-floor";
 export const TOOLS: Tool[] = ["ssh", "revtun"];
 export const CIPHER = "aes128-gcm@openssh.com";
 export const DEFAULT_REVTUN_BIN = fileURLToPath(new URL("../bin/revtun", import.meta.url));
@@ -62,6 +62,8 @@ export function commonArgs(server: Server, opts: TunnelOptions): string[] {
 export function command(tool: Tool, server: Server, opts: TunnelOptions): [string, string[]] {
   const args = commonArgs(server, opts);
   if (tool === "ssh") return ["ssh", args];
+  if (tool === "ssh2-floor")
+    return [process.execPath, [fileURLToPath(new URL("ssh2-floor.mjs", import.meta.url)), ...args]];
   return [process.execPath, [...(opts.nodeFlags ?? []), opts.revtunBin ?? DEFAULT_REVTUN_BIN, ...args]];
 }
 

@@ -131,7 +131,7 @@ export class Sshd {
     const deadline = Date.now() + 10_000;
     for (;;) {
       if (proc.exitCode !== null) throw new Error(`sshd exited ${proc.exitCode}: ${this.log}`);
-      if (await banner(this.port)) return;
+      if (await sshBanner(this.port)) return;
       if (Date.now() > deadline) throw new Error(`sshd did not start: ${this.log}`);
       await new Promise((r) => setTimeout(r, 50));
     }
@@ -174,7 +174,8 @@ export class Sshd {
   }
 }
 
-function banner(port: number): Promise<boolean> {
+/** True once something on 127.0.0.1:port greets with an SSH identification string. */
+export function sshBanner(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const s = net.connect({ host: "127.0.0.1", port });
     const t = setTimeout(() => {
