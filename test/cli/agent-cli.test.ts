@@ -27,15 +27,7 @@ function mentionsFlag(text: string, flag: string): boolean {
 describe("revtun CLI against OpenSSH sshd", () => {
   let sshd: Sshd;
   let web: Listening<import("node:http").Server>;
-  const common = () => [
-    "-N",
-    "-p",
-    String(sshd.port),
-    "-i",
-    sshd.userKey,
-    "-o",
-    `UserKnownHostsFile=${sshd.knownHosts}`,
-  ];
+  const common = () => ["-N", ...sshd.clientArgs()];
 
   before(async () => {
     sshd = await Sshd.start();
@@ -91,12 +83,7 @@ describe("revtun CLI against OpenSSH sshd", () => {
     const file = `${dir}-known_hosts`;
     writeFileSync(file, `# first line\n[127.0.0.1]:${sshd.port} ${other}\n`);
     const r = await runRevtun([
-      "-p",
-      String(sshd.port),
-      "-i",
-      sshd.userKey,
-      "-o",
-      `UserKnownHostsFile=${file}`,
+      ...sshd.clientArgs({ knownHosts: file }),
       "-R",
       `0:127.0.0.1:${web.port}`,
       `${sshd.user}@127.0.0.1`,
@@ -153,12 +140,7 @@ describe("revtun CLI against OpenSSH sshd", () => {
     const stranger = join(sshd.dir, "stranger");
     keygen(stranger);
     const r = await runRevtun([
-      "-p",
-      String(sshd.port),
-      "-i",
-      stranger,
-      "-o",
-      `UserKnownHostsFile=${sshd.knownHosts}`,
+      ...sshd.clientArgs({ key: stranger }),
       "-R",
       `0:127.0.0.1:${web.port}`,
       `${sshd.user}@127.0.0.1`,

@@ -18,19 +18,7 @@ const rssKiB = (pid: number) =>
 describe("observability and shutdown", () => {
   let sshd: Sshd;
   let echo: Listening<net.Server>;
-  const base = () => [
-    "-N",
-    "-p",
-    String(sshd.port),
-    "-i",
-    sshd.userKey,
-    "-o",
-    `UserKnownHostsFile=${sshd.knownHosts}`,
-    "-o",
-    "ServerAliveInterval=1",
-    "--max-backoff",
-    "2",
-  ];
+  const base = () => ["-N", ...sshd.clientArgs(), "-o", "ServerAliveInterval=1", "--max-backoff", "2"];
 
   before(async () => {
     sshd = await Sshd.start();
@@ -57,12 +45,7 @@ describe("observability and shutdown", () => {
     const port = await freePort();
     const r = new Revtun([
       "-N",
-      "-p",
-      String(proxy.port),
-      "-i",
-      sshd.userKey,
-      "-o",
-      `UserKnownHostsFile=${knownHosts}`,
+      ...sshd.clientArgs({ port: proxy.port, knownHosts }),
       "-o",
       "ServerAliveInterval=1",
       "-o",

@@ -69,6 +69,30 @@ export class Sshd {
     return s;
   }
 
+  /** ssh/revtun flags to log in here: port, key, known_hosts (each can be swapped). */
+  clientArgs(o: { port?: number; key?: string; knownHosts?: string } = {}): string[] {
+    return [
+      "-p",
+      String(o.port ?? this.port),
+      "-i",
+      o.key ?? this.userKey,
+      "-o",
+      `UserKnownHostsFile=${o.knownHosts ?? this.knownHosts}`,
+    ];
+  }
+
+  /** Library options to log in here with strict host key checking. */
+  tunnelLogin() {
+    return {
+      host: "127.0.0.1",
+      port: this.port,
+      username: this.user,
+      identityFiles: [this.userKey],
+      knownHostsFiles: [this.knownHosts],
+      strictHostKeyChecking: "yes" as const,
+    };
+  }
+
   /** known_hosts lines for this server, `[127.0.0.1]:port type key`. */
   knownHostsLines(host = "127.0.0.1"): string {
     return this.hostKeys

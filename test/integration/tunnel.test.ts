@@ -34,12 +34,7 @@ describe("tunnel through OpenSSH sshd", () => {
 
   async function tunnel(...specs: string[]): Promise<{ t: Tunnel; ports: number[] }> {
     const t = await openTunnel({
-      host: "127.0.0.1",
-      port: sshd.port,
-      username: sshd.user,
-      identityFiles: [sshd.userKey],
-      knownHostsFiles: [sshd.knownHosts],
-      strictHostKeyChecking: "yes",
+      ...sshd.tunnelLogin(),
       forwards: specs.map(parseRemoteForward),
     });
     tunnels.push(t);

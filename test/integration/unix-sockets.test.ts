@@ -48,12 +48,7 @@ describe("unix socket forwards", () => {
 
   async function open(spec: string) {
     const t = await openTunnel({
-      host: "127.0.0.1",
-      port: sshd.port,
-      username: sshd.user,
-      identityFiles: [sshd.userKey],
-      knownHostsFiles: [sshd.knownHosts],
-      strictHostKeyChecking: "yes",
+      ...sshd.tunnelLogin(),
       forwards: [parseRemoteForward(spec)],
     });
     tunnels.push(t);
