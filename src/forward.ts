@@ -41,25 +41,6 @@ export function openTarget(target: Endpoint, timeoutMs: number): net.Socket {
   return sock;
 }
 
-/**
- * Connects to a local target and resolves once connected, for callers that
- * must know the target is reachable before they commit to a channel.
- */
-export function connectTarget(target: Endpoint, timeoutMs: number): Promise<net.Socket> {
-  return new Promise((resolve, reject) => {
-    const sock = openTarget(target, timeoutMs);
-    const onError = (err: Error) => {
-      sock.destroy();
-      reject(err);
-    };
-    sock.once("error", onError);
-    sock.once("connect", () => {
-      sock.removeListener("error", onError);
-      resolve(sock);
-    });
-  });
-}
-
 /** What a finished forwarded connection moved, counted on the socket side. */
 export interface SpliceResult {
   /** Bytes from the socket into the channel. */

@@ -14,7 +14,6 @@ export { Authenticator, DEFAULT_IDENTITIES, type Identity, loadIdentities } from
 export { Backoff } from "./backoff.js";
 export { type ErrorCode, isPermanent, RevtunError } from "./errors.js";
 export {
-  connectTarget,
   type Endpoint,
   formatEndpoint,
   openTarget,
