@@ -208,13 +208,16 @@ export function splice(channel: Duplex, socket: net.Socket): Promise<SpliceResul
         return;
       }
       // ssh2 pushes EOF on CLOSE, so the 'end' handler shuts the socket once drained.
+      if (socket.writableFinished) {
+        socket.destroy();
+        return;
+      }
       // Give the socket a bounded time to flush what it holds, then release it.
       lingerTimer = setTimeout(() => fail(undefined), 30_000);
       lingerTimer.unref();
       socket.once("finish", () => {
         socket.destroy();
       });
-      if (socket.writableFinished) socket.destroy();
     };
     socket.on("close", onSocketClose);
     channel.on("close", onChannelClose);
