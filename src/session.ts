@@ -205,7 +205,6 @@ export class Session extends EventEmitter<SessionEvents> {
       this.client.once("ready", () => {
         this.ready = true;
         this.client.setNoDelay(true);
-        poolPadding(this.client);
         this.emit("ready", {
           handshakeMs: Date.now() - started,
           serverVersion: remoteVersion(this.client),
@@ -220,6 +219,7 @@ export class Session extends EventEmitter<SessionEvents> {
           );
         this.onClose();
       });
+      poolPadding(this.client);
       this.client.on("hostkeys", () => sendIgnore(this.client));
       this.client.on("tcp connection", (info, accept, reject) => this.onTcpConnection(info, accept, reject));
       this.client.on("unix connection", (info, accept, reject) =>

@@ -83,28 +83,36 @@ export function remoteVersion(client: Client): string {
  * used once, as OpenSSH does with arc4random_buf(); ws did the same for its
  * masks (websockets/ws#1986).
  *
- * The replacement is installed on the cipher's class only if it builds the
- * same packets as ssh2's own allocPacket (length, padding length, room for
- * the tag) for every payload length it is checked with; otherwise ssh2's is
- * kept. Call it once the session's keys are in use (on "ready").
+ * Only this connection's cipher objects are touched, after each key exchange
+ * ("handshake", which ssh2 emits once the new cipher is in place), and only if
+ * the replacement builds the same packets as ssh2's own allocPacket (length,
+ * padding length, room for the tag) for every payload length it is checked
+ * with; otherwise ssh2's is kept. Call it before connecting.
  */
 export function poolPadding(owner: Client | Connection): void {
-  const cipher = (owner as unknown as ClientInternals)._protocol?._cipher;
-  if (!cipher) return;
-  const proto = Object.getPrototypeOf(cipher) as CipherLike & { constructor: { name: string } };
-  if (checked.has(proto)) return;
-  checked.add(proto);
-  if (!/^AESGCMCipher/.test(proto.constructor.name) || typeof proto.allocPacket !== "function") return;
-  const original = proto.allocPacket;
-  for (let n = 0; n < 64; n++) {
-    const a = original.call(cipher, n);
-    const b = gcmAllocPacket(n);
-    if (a.length !== b.length || a.readUInt32BE(0) !== b.readUInt32BE(0) || a[4] !== b[4]) return;
-  }
-  proto.allocPacket = gcmAllocPacket;
+  owner.on("handshake", () => {
+    const cipher = (owner as unknown as ClientInternals)._protocol?._cipher;
+    if (cipher && sameFraming(cipher)) cipher.allocPacket = gcmAllocPacket;
+  });
 }
 
-const checked = new WeakSet<object>();
+const verdicts = new WeakMap<object, boolean>();
+
+function sameFraming(cipher: CipherLike): boolean {
+  const proto = Object.getPrototypeOf(cipher) as CipherLike & { constructor: { name: string } };
+  let ok = verdicts.get(proto);
+  if (ok === undefined) {
+    ok = /^AESGCMCipher/.test(proto.constructor.name) && typeof proto.allocPacket === "function";
+    for (let n = 0; ok && n < 64; n++) {
+      const a = proto.allocPacket.call(cipher, n);
+      const b = gcmAllocPacket(n);
+      ok = a.length === b.length && a.readUInt32BE(0) === b.readUInt32BE(0) && a[4] === b[4];
+    }
+    verdicts.set(proto, ok);
+  }
+  return ok;
+}
+
 const POOL_SIZE = 4096;
 const pool = Buffer.allocUnsafe(POOL_SIZE);
 let poolOffset = POOL_SIZE;

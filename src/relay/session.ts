@@ -128,10 +128,8 @@ export class RelaySession implements BindingOwner {
       });
     });
     conn.on("authentication", (ctx) => this.authenticate(ctx));
-    conn.on("ready", () => {
-      poolPadding(conn);
-      this.ready();
-    });
+    poolPadding(conn);
+    conn.on("ready", () => this.ready());
     conn.on("session", (_accept, reject) => this.refuseChannel(reject, "session", NO_SHELL));
     conn.on("tcpip", (_accept, reject) => this.refuseChannel(reject, "direct-tcpip", NO_LOCAL));
     conn.on("openssh.streamlocal", (_accept, reject) =>
