@@ -318,8 +318,10 @@ describe("relay with the OpenSSH client", () => {
 
   test("unauthenticated connections are limited and time out", () =>
     withFixture(async (f) => {
+      // Long enough that, on a loaded machine, the first two are still
+      // unauthenticated when the third connects.
       const relay = await f.start([f.key().pub], {
-        handshakeTimeoutMs: 300,
+        handshakeTimeoutMs: 1_500,
         limits: { maxUnauthenticated: 2 },
       });
       const socks: net.Socket[] = [];
@@ -337,7 +339,7 @@ describe("relay with the OpenSSH client", () => {
         await ended;
         await withTimeout(
           Promise.all(socks.map((s) => (s.destroyed ? undefined : new Promise((r) => s.once("close", r))))),
-          3_000,
+          5_000,
           "sockets closed by the relay",
         );
       } finally {
