@@ -7,7 +7,8 @@ export const HELP = `usage: revtun [-N] [-v] [-q] [-p port] [-l login] [-i ident
               -R spec... [user@]host
        revtun --config tunnels.yaml [--metrics [host:]port] [--log-format text|json]
        revtun relay --listen [host:]port --host-key FILE --authorized-keys FILE
-                    [--metrics [host:]port] [--gateway-ports] [--log-format text|json] [-v]
+                    [--metrics [host:]port] [--gateway-ports] [--max-channels N]
+                    [--log-format text|json] [-v]
        revtun demo
        revtun --help | --version
        revtun relay --help

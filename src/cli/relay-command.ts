@@ -18,13 +18,15 @@ import {
 } from "../relay/index.js";
 
 export const RELAY_USAGE = `usage: revtun relay --listen [host:]port --host-key FILE --authorized-keys FILE
-                    [--metrics [host:]port] [--gateway-ports] [--log-format text|json] [-v]
+                    [--metrics [host:]port] [--gateway-ports] [--max-channels N]
+                    [--log-format text|json] [-v]
 
   --listen [host:]port     where SSH clients connect (no host: all interfaces)
   --host-key FILE          host private key; an ed25519 key is generated there if missing
   --authorized-keys FILE   OpenSSH authorized_keys; reloaded on change and on SIGHUP
   --metrics [host:]port    serve /metrics and /healthz (host defaults to 127.0.0.1)
   --gateway-ports          let keys bind non-loopback addresses without a host permitlisten
+  --max-channels N         forwarded connections one session may have open (default 256)
   --log-format text|json   log line format (default text)
   -v, --verbose            debug logging (every forwarded connection, ignored key options)
   -h, --help               this text
@@ -37,6 +39,7 @@ export const RELAY_OPTIONS = {
   "authorized-keys": { type: "string" },
   metrics: { type: "string" },
   "gateway-ports": { type: "boolean" },
+  "max-channels": { type: "string" },
   "log-format": { type: "string" },
   verbose: { type: "boolean", short: "v", multiple: true },
   help: { type: "boolean", short: "h" },
@@ -53,6 +56,7 @@ interface RelayArgs {
   authorizedKeys: string;
   metrics?: { host: string; port: number };
   gatewayPorts: boolean;
+  maxChannels?: number;
   logFormat: LogFormat;
   verbose: boolean;
 }
@@ -86,12 +90,20 @@ export function parseRelayArgs(argv: string[]): RelayArgs | "help" {
     throw new RevtunError("USAGE", `bad --log-format "${String(format)}": expected text or json`);
   }
   const metrics = values.metrics;
+  const maxChannelsText = values["max-channels"];
+  let maxChannels: number | undefined;
+  if (typeof maxChannelsText === "string") {
+    maxChannels = Number(maxChannelsText);
+    if (!/^\d+$/.test(maxChannelsText) || maxChannels < 1 || maxChannels > 100_000)
+      throw new RevtunError("USAGE", `bad --max-channels "${maxChannelsText}": expected 1 to 100000`);
+  }
   return {
     listen,
     hostKey: str("host-key"),
     authorizedKeys: str("authorized-keys"),
     ...(typeof metrics === "string" ? { metrics: parseListen(metrics, "--metrics") } : {}),
     gatewayPorts: values["gateway-ports"] === true,
+    ...(maxChannels !== undefined ? { maxChannels } : {}),
     logFormat: format,
     verbose: Array.isArray(values.verbose) && values.verbose.length > 0,
   };
@@ -101,6 +113,8 @@ function logEvents(relay: Relay, log: Logger): void {
   const subscribe = <K extends RelayEventName>(name: K) => {
     const listener = (...args: RelayEvents[K]) => {
       const { level, msg } = describeRelayEvent(name, ...args);
+      // Per-connection events are debug: skip building their records otherwise.
+      if (!log.isLevelEnabled(level)) return;
       log[level]({ event: name, ...(args[0] ?? {}) }, msg);
     };
     // The generic EventEmitter cannot relate K to its listener type here.
@@ -146,6 +160,7 @@ export async function relayCommand(argv: string[], io: RelayCommandIo): Promise<
     hostKey: hostKey.privateKey,
     authorizedKeysFile: args.authorizedKeys,
     gatewayPorts: args.gatewayPorts,
+    ...(args.maxChannels !== undefined ? { limits: { maxChannelsPerSession: args.maxChannels } } : {}),
   });
   logEvents(relay, log);
 

@@ -37,6 +37,8 @@ describe("revtun relay flags", () => {
       [["--listen", "nope", ...base], /bad --listen "nope"/],
       [["--listen", "2222", "--log-format", "xml", ...base], /bad --log-format "xml"/],
       [["--listen", "2222", "--metrics", "70000", ...base], /bad --metrics "70000"/],
+      [["--listen", "2222", "--max-channels", "0", ...base], /bad --max-channels "0"/],
+      [["--listen", "2222", "--max-channels", "many", ...base], /bad --max-channels "many"/],
       [["--listen", "2222", "--bogus", ...base], /--bogus/],
       [["--listen", "2222", "--authorized-keys", "/a"], /--host-key is required/],
     ];
