@@ -25,7 +25,15 @@
  * /proc. ssh's restart figure needs a supervisor: bench/tunnels.ts SshLoop.
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import http from "node:http";
 import os, { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -368,9 +376,10 @@ async function memoryRuns(
   count: number,
   where: "tunnel" | "server",
   runs: Run[],
+  pairs: number[] = Array.from({ length: ctx.o.pairs }, (_, i) => i + 1),
 ): Promise<void> {
-  const { o, sshd, svc, service, client } = ctx;
-  for (let pair = 1; pair <= o.pairs; pair++) {
+  const { sshd, svc, service, client } = ctx;
+  for (const pair of pairs) {
     for (const side of sides) {
       const before0 = new Set(descendants(sshd.pid ?? 0));
       const t = side.start({ forwards: [fwd(svc.ports.hold)] });
@@ -646,18 +655,16 @@ function workloadTitles(
 /** The relay runs with --max-channels above the held count (its default is 256 a session). */
 const RELAY_MAX_CHANNELS = 1_100;
 
-/**
- * Second table: the same client (OpenSSH ssh) against OpenSSH sshd and
- * against `revtun relay`, both on loopback with the same user key.
- */
-async function relayTable(
-  ctx: Context,
-): Promise<{ summaries: Summary[]; runs: Record<string, Run[]> } | { skipped: string }> {
-  const { o, sshd } = ctx;
-  const dir = mkdtempSync(join(tmpdir(), "revtun-bench-relay-"));
-  live.add({ stop: () => rmSync(dir, { recursive: true, force: true }) });
+interface RelayProcess {
+  server: Server;
+  pid: number;
+  stop(): Promise<void>;
+}
+
+/** `revtun relay` on a free loopback port, with the sshd's user key authorized; or why it did not start. */
+async function launchRelay(o: Options, sshd: Sshd, dir: string): Promise<RelayProcess | string> {
   const hostKey = join(dir, "host_ed25519");
-  keygen(hostKey);
+  if (!existsSync(hostKey)) keygen(hostKey);
   const port = await freePort();
   const proc = spawn(
     process.execPath,
@@ -679,8 +686,11 @@ async function relayTable(
   proc.stderr.setEncoding("utf8").on("data", (d: string) => {
     stderr = (stderr + d).slice(-20_000);
   });
-  const relayProc = {
+  const relay: RelayProcess = {
+    server: { port, user: sshd.user, userKey: sshd.userKey, knownHosts: join(dir, "known_hosts") },
+    pid: proc.pid ?? 0,
     stop: async () => {
+      live.delete(relay);
       if (proc.exitCode === null && proc.signalCode === null && proc.pid) {
         const exited = new Promise((r) => proc.once("exit", r));
         process.kill(proc.pid, "SIGTERM");
@@ -688,46 +698,73 @@ async function relayTable(
       }
     },
   };
-  live.add(relayProc);
+  live.add(relay);
   const deadline = now() + 15_000;
   while (!(await sshBanner(port))) {
-    if (proc.exitCode !== null) return { skipped: `revtun relay exited ${proc.exitCode}: ${stderr}` };
-    if (now() > deadline) return { skipped: `revtun relay did not listen: ${stderr}` };
+    if (proc.exitCode !== null) return `revtun relay exited ${proc.exitCode}: ${stderr}`;
+    if (now() > deadline) {
+      await relay.stop();
+      return `revtun relay did not listen: ${stderr}`;
+    }
     await sleep(50);
   }
   const [type, key] = readFileSync(`${hostKey}.pub`, "utf8").trim().split(/\s+/);
-  const knownHosts = join(dir, "known_hosts");
-  writeFileSync(knownHosts, `[127.0.0.1]:${port} ${type} ${key}\n`);
-  const relayServer: Server = { port, user: sshd.user, userKey: sshd.userKey, knownHosts };
-  const relayPid = proc.pid ?? 0;
-  const sides: [Side, Side] = [
-    {
-      label: "sshd",
-      start: (opts) => start("ssh", sshd, opts),
-      serverPids: (_t, before) => descendants(sshd.pid ?? 0).filter((p) => !before.has(p) && p !== sshd.pid),
-    },
-    { label: "relay", start: (opts) => start("ssh", relayServer, opts), serverPids: () => [relayPid] },
-  ];
+  writeFileSync(relay.server.knownHosts, `[127.0.0.1]:${port} ${type} ${key}\n`);
+  return relay;
+}
+
+/**
+ * Second table: the same client (OpenSSH ssh) against OpenSSH sshd and
+ * against `revtun relay`, both on loopback with the same user key. Memory
+ * pairs get a fresh relay each, as sshd's sessions are fresh processes: a
+ * long-lived Node process keeps the heap it grew for earlier pairs.
+ */
+async function relayTable(
+  ctx: Context,
+): Promise<{ summaries: Summary[]; runs: Record<string, Run[]> } | { skipped: string }> {
+  const { o, sshd } = ctx;
+  const dir = mkdtempSync(join(tmpdir(), "revtun-bench-relay-"));
+  live.add({ stop: () => rmSync(dir, { recursive: true, force: true }) });
+  const sshdSide: Side = {
+    label: "sshd",
+    start: (opts) => start("ssh", sshd, opts),
+    serverPids: (_t, before) => descendants(sshd.pid ?? 0).filter((p) => !before.has(p) && p !== sshd.pid),
+  };
+  const relaySide = (relay: RelayProcess): Side => ({
+    label: "relay",
+    start: (opts) => start("ssh", relay.server, opts),
+    serverPids: () => [relay.pid],
+  });
   log("relay table: OpenSSH ssh against sshd and against revtun relay");
   const runs: Record<string, Run[]> = {};
   const ids = [...o.only].filter((w) => w !== "startup" && w !== "restart");
-  try {
-    await throughputRuns(ctx, sides, ids, runs);
-    if (o.only.has("memory")) {
-      const count = Math.min(o.holdCount, RELAY_MAX_CHANNELS - 100);
-      runs.memory = [];
-      await memoryRuns(ctx, sides, count, "server", runs.memory);
+  const count = Math.min(o.holdCount, RELAY_MAX_CHANNELS - 100);
+  const withRelay = async (fn: (relay: RelayProcess) => Promise<void>): Promise<string | undefined> => {
+    const relay = await launchRelay(o, sshd, dir);
+    if (typeof relay === "string") return relay;
+    try {
+      await fn(relay);
+    } finally {
+      await relay.stop();
     }
-  } catch (err) {
-    if (proc.exitCode !== null) return { skipped: `revtun relay failed: ${(err as Error).message}` };
-    throw err;
+    return undefined;
+  };
+  const failed = await withRelay((relay) => throughputRuns(ctx, [sshdSide, relaySide(relay)], ids, runs));
+  if (failed) return { skipped: failed };
+  if (o.only.has("memory")) {
+    runs.memory = [];
+    for (let pair = 1; pair <= o.pairs; pair++) {
+      const memory = runs.memory;
+      const why = await withRelay((relay) =>
+        memoryRuns(ctx, [sshdSide, relaySide(relay)], count, "server", memory, [pair]),
+      );
+      if (why) return { skipped: why };
+    }
   }
-  await relayProc.stop();
-  live.delete(relayProc);
-  const titles = workloadTitles(o, Math.min(o.holdCount, RELAY_MAX_CHANNELS - 100));
+  const titles = workloadTitles(o, count);
   if (titles.memory) {
     titles.memory.title = "server RSS/conn";
-    titles.memory.note = `VmRSS growth of the server (sshd session processes / relay process), ${Math.min(o.holdCount, RELAY_MAX_CHANNELS - 100)} held connections (relay run with --max-channels ${RELAY_MAX_CHANNELS})`;
+    titles.memory.note = `VmRSS growth of the server (sshd session processes / a fresh relay process), ${count} held connections (relay run with --max-channels ${RELAY_MAX_CHANNELS})`;
   }
   return { summaries: summaries(["sshd", "relay"], runs, titles), runs };
 }
