@@ -168,10 +168,13 @@ export function splice(channel: Duplex, socket: net.Socket): Promise<SpliceResul
     // halves are done, when both have already happened, and end() on a
     // finished stream builds an ERR_STREAM_ALREADY_FINISHED with a stack
     // trace only to drop it (15 us a connection). The EOF/CLOSE exchange
-    // above ends the channel; fail() still destroys it on error paths.
+    // above ends the channel, and ssh2 emits its 'close'; fail() still
+    // destroys it on error paths. Other Duplex streams keep autoDestroy.
     const states = channel as unknown as StreamStates;
-    if (states._readableState) states._readableState.autoDestroy = false;
-    if (states._writableState) states._writableState.autoDestroy = false;
+    if (chan.outgoing !== undefined && typeof chan.close === "function") {
+      if (states._readableState) states._readableState.autoDestroy = false;
+      if (states._writableState) states._writableState.autoDestroy = false;
+    }
 
     channel.once("end", () => {
       channelReadDone = true;

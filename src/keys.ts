@@ -33,6 +33,25 @@ export function parsePublicKey(text: string): { type: string; blob: Buffer } | u
 }
 
 /**
+ * A new ed25519 key pair in OpenSSH format.
+ *
+ * ssh2 1.17's generateKeyPairSync("ed25519") strips leading zero bytes from
+ * the public key, so about one key in 256 comes out 31 bytes long and its own
+ * parseKey rejects it ("Malformed OpenSSH private key"; mscdex/ssh2#1390,
+ * #1513, open). `revtun relay` and `revtun demo` then failed to start. Such a
+ * pair is discarded and another drawn; sixteen misses in a row (about 1 in
+ * 10^38) would mean ssh2 changed, and are reported.
+ */
+export function generateEd25519(): { private: string; public: string } {
+  for (let i = 0; i < 16; i++) {
+    const pair = utils.generateKeyPairSync("ed25519");
+    if (!(utils.parseKey(pair.private) instanceof Error) && !(utils.parseKey(pair.public) instanceof Error))
+      return pair;
+  }
+  throw new RevtunError("CONFIG", "ssh2 generated no ed25519 key it can read back");
+}
+
+/**
  * Reads a host key for a server, generating an ed25519 key (mode 0600, with
  * `.pub` beside it) when the file does not exist. Returns the private key text
  * and whether it was created.
@@ -48,7 +67,7 @@ export async function loadOrCreateHostKey(
     if ((err as NodeJS.ErrnoException).code !== "ENOENT") {
       throw new RevtunError("CONFIG", `cannot read host key ${file}: ${(err as Error).message}`);
     }
-    const pair = utils.generateKeyPairSync("ed25519");
+    const pair = generateEd25519();
     await mkdir(dirname(file), { recursive: true });
     await writeFile(file, pair.private, { mode: 0o600 });
     await chmod(file, 0o600);

@@ -9,9 +9,8 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import ssh2 from "ssh2";
 import { RevtunError } from "../errors.js";
-import { loadOrCreateHostKey } from "../keys.js";
+import { generateEd25519, loadOrCreateHostKey } from "../keys.js";
 import { createLogger } from "../log.js";
 import { Relay } from "../relay/index.js";
 import { parseRemoteForward } from "../spec.js";
@@ -59,7 +58,7 @@ export async function demoCommand(argv: string[], io: Io): Promise<number> {
   try {
     const servicePort = await listen(service);
     const hostKey = await loadOrCreateHostKey(join(dir, "relay_host_ed25519"));
-    const agentKey = ssh2.utils.generateKeyPairSync("ed25519");
+    const agentKey = generateEd25519();
     await writeFile(join(dir, "agent_ed25519"), agentKey.private, { mode: 0o600 });
     await writeFile(join(dir, "authorized_keys"), `${agentKey.public} revtun-demo-agent\n`);
     relay = new Relay({
