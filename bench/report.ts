@@ -15,23 +15,21 @@ export interface Run {
   raw: Record<string, number | string | boolean>;
 }
 
-export interface Workload {
+/** What a workload measures, as its table row and chart group describe it. */
+interface WorkloadInfo {
   id: string;
   labels: Labels;
   title: string;
   unit: string;
   better: "higher" | "lower";
   note?: string;
+}
+
+export interface Workload extends WorkloadInfo {
   runs: Run[];
 }
 
-export interface Summary {
-  id: string;
-  labels: Labels;
-  title: string;
-  unit: string;
-  better: "higher" | "lower";
-  note?: string;
+export interface Summary extends WorkloadInfo {
   median: Record<string, number>;
   cpuPct?: Record<string, number>;
   sshdCpuPct?: Record<string, number>;
