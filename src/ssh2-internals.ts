@@ -1,7 +1,7 @@
 /**
- * The places the agent reaches past ssh2's public Client API, in one file.
- * Each degrades to doing nothing if ssh2's internals change (checked against
- * ssh2 1.17).
+ * Every place revtun (agent and relay) reaches past ssh2's public API, in one
+ * file. Each degrades to ssh2's own behaviour, or to doing nothing, if ssh2's
+ * internals change (checked against ssh2 1.17).
  */
 import { randomFillSync } from "node:crypto";
 import { createRequire } from "node:module";
@@ -17,8 +17,12 @@ interface CipherLike {
   allocPacket(payloadLength: number): Buffer;
 }
 
-interface ClientInternals {
-  _protocol?: { _packetRW?: { write?: PacketWriter }; _cipher?: CipherLike };
+interface Ssh2Internals {
+  _protocol?: {
+    _packetRW?: { write?: PacketWriter };
+    _cipher?: CipherLike;
+    channelOpenFail?: (remote: number, reason: number, description?: string) => void;
+  };
   _resetKA?: () => void;
   _remoteVer?: string;
 }
@@ -46,7 +50,7 @@ const SSH_MSG_IGNORE = 2;
  * first forwarded connection. A packet from us carries the ACK at once.
  */
 export function sendIgnore(client: Client): void {
-  const protocol = (client as unknown as ClientInternals)._protocol;
+  const protocol = (client as unknown as Ssh2Internals)._protocol;
   const writer = protocol?._packetRW?.write;
   if (!sendPacket || !writer || typeof writer.alloc !== "function") return;
   const p = writer.allocStart;
@@ -63,13 +67,53 @@ export function sendIgnore(client: Client): void {
  * Returns undefined when ssh2 has no such timer to reset.
  */
 export function keepaliveReset(client: Client): (() => void) | undefined {
-  const reset = (client as unknown as ClientInternals)._resetKA;
+  const reset = (client as unknown as Ssh2Internals)._resetKA;
   return typeof reset === "function" ? reset.bind(client) : undefined;
 }
 
-/** The server's identification string, e.g. "SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u10". */
+/** The software part of the server's identification string, e.g. "OpenSSH_9.2p1 Debian-2+deb12u10". */
 export function remoteVersion(client: Client): string {
-  return (client as unknown as ClientInternals)._remoteVer ?? "";
+  return (client as unknown as Ssh2Internals)._remoteVer ?? "";
+}
+
+/** RFC 4254 5.1 reason codes for SSH_MSG_CHANNEL_OPEN_FAILURE. */
+export const OPEN_FAILURE = {
+  ADMINISTRATIVELY_PROHIBITED: 1,
+  CONNECT_FAILED: 2,
+  UNKNOWN_CHANNEL_TYPE: 3,
+  RESOURCE_SHORTAGE: 4,
+} as const;
+
+/**
+ * Rejects a client's channel open with a reason and a description the
+ * OpenSSH client prints ("channel 0: open failed: administratively
+ * prohibited: <description>").
+ *
+ * ssh2 1.17's reject() always sends an empty description and, having
+ * reserved a channel number, CONNECT_FAILED (mscdex/ssh2#1222; the fix,
+ * PR #1223, is unmerged). reject() writes the failure synchronously through
+ * Protocol.channelOpenFail, so that method is wrapped for exactly that call.
+ */
+export function rejectChannelOpen(
+  conn: Connection,
+  reject: () => void,
+  reason: number,
+  description: string,
+): void {
+  const proto = (conn as unknown as Ssh2Internals)._protocol;
+  const original = proto?.channelOpenFail;
+  if (!proto || typeof original !== "function") {
+    reject();
+    return;
+  }
+  const hadOwn = Object.hasOwn(proto, "channelOpenFail");
+  proto.channelOpenFail = (remote: number) => original.call(proto, remote, reason, description);
+  try {
+    reject();
+  } finally {
+    if (hadOwn) proto.channelOpenFail = original;
+    else delete proto.channelOpenFail;
+  }
 }
 
 /**
@@ -91,7 +135,7 @@ export function remoteVersion(client: Client): string {
  */
 export function poolPadding(owner: Client | Connection): void {
   owner.on("handshake", () => {
-    const cipher = (owner as unknown as ClientInternals)._protocol?._cipher;
+    const cipher = (owner as unknown as Ssh2Internals)._protocol?._cipher;
     if (cipher && sameFraming(cipher)) cipher.allocPacket = gcmAllocPacket;
   });
 }

@@ -9,7 +9,7 @@ import type net from "node:net";
 import ssh2, { type AuthContext, type Connection, type PublicKeyAuthContext, type ServerChannel } from "ssh2";
 import { formatEndpoint, splice } from "../forward.js";
 import { fingerprintSha256, keyTypeOf } from "../keys.js";
-import { poolPadding } from "../ssh2-internals.js";
+import { OPEN_FAILURE, poolPadding, rejectChannelOpen } from "../ssh2-internals.js";
 import type { AuthorizedKey } from "./authorized-keys.js";
 import type { Binding, BindingOwner, BindOutcome, ReleaseReason } from "./bindings.js";
 import type { ForwardInfo, RelayEvents, SessionInfo, SessionRef } from "./events.js";
@@ -23,7 +23,6 @@ import {
   type KeyDecision,
   resolveBindAddress,
 } from "./policy.js";
-import { OPEN_FAILURE, rejectChannelOpen } from "./ssh2-compat.js";
 
 const { utils } = ssh2;
 
