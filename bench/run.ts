@@ -38,6 +38,7 @@ import http from "node:http";
 import os, { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { rssKiB } from "../test/helpers/proc.js";
 import { freePort, keygen, Sshd, sshBanner } from "../test/helpers/sshd.js";
 import type { ClientReady, PeerReply, PeerRequest, ServiceReady } from "./peer.js";
 import { type Labels, type Run, type Summary, summarize, svg, table, type Workload } from "./report.js";
@@ -45,7 +46,6 @@ import {
   CIPHER,
   cpuMs,
   DEFAULT_REVTUN_BIN,
-  rssKiB,
   type Server,
   SshLoop,
   TOOLS,
@@ -451,12 +451,10 @@ async function main(): Promise<void> {
   const cli = (await client.ready) as ClientReady;
   const ctx: Context = { o, sshd, svc, cli, service, client };
   const toolOpts = (opts: TunnelOptions): TunnelOptions => ({ ...opts, revtunBin: o.revtunBin });
-  const sessionPids = (before: Set<number>) =>
-    descendants(sshd.pid ?? 0).filter((p) => !before.has(p) && p !== sshd.pid);
   const tool = (name: Tool): Side => ({
     label: name,
     start: (opts) => start(name, sshd, toolOpts(opts)),
-    serverPids: (_t, before) => sessionPids(before),
+    serverPids: (_t, before) => sshdSessionPids(sshd, before),
   });
   const sides: [Side, Side] = [tool("ssh"), tool("revtun")];
   const ids = [...o.only];
@@ -728,7 +726,7 @@ async function relayTable(
   const sshdSide: Side = {
     label: "sshd",
     start: (opts) => start("ssh", sshd, opts),
-    serverPids: (_t, before) => descendants(sshd.pid ?? 0).filter((p) => !before.has(p) && p !== sshd.pid),
+    serverPids: (_t, before) => sshdSessionPids(sshd, before),
   };
   const relaySide = (relay: RelayProcess): Side => ({
     label: "relay",
@@ -767,6 +765,11 @@ async function relayTable(
     titles.memory.note = `VmRSS growth of the server (sshd session processes / a fresh relay process), ${count} held connections (relay run with --max-channels ${RELAY_MAX_CHANNELS})`;
   }
   return { summaries: summaries(["sshd", "relay"], runs, titles), runs };
+}
+
+/** sshd's processes that were not there before (`before`: its descendants then): a new session's. */
+function sshdSessionPids(sshd: Sshd, before: Set<number>): number[] {
+  return descendants(sshd.pid ?? 0).filter((p) => !before.has(p) && p !== sshd.pid);
 }
 
 /** A process and all its descendants, by /proc. */

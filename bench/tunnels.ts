@@ -187,13 +187,6 @@ export class SshLoop {
   }
 }
 
-/** VmRSS of a process, in KiB. */
-export function rssKiB(pid: number): number {
-  const m = readFileSync(`/proc/${pid}/status`, "utf8").match(/^VmRSS:\s+(\d+) kB/m);
-  if (!m) throw new Error(`no VmRSS for pid ${pid}`);
-  return Number(m[1]);
-}
-
 /** User + system CPU time of a process, in ms. */
 export function cpuMs(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, "utf8");

@@ -3,17 +3,14 @@
  * and resources that stay flat over thousands of connections.
  */
 import assert from "node:assert/strict";
-import { readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import type net from "node:net";
 import { after, before, describe, it } from "node:test";
 import { Revtun } from "../helpers/cli.js";
 import { FaultProxy } from "../helpers/fault-proxy.js";
 import { echoServer, exchange, httpGet, type Listening, random, sha256, waitFor } from "../helpers/net.js";
+import { fdCount, rssKiB } from "../helpers/proc.js";
 import { freePort, Sshd } from "../helpers/sshd.js";
-
-const fdCount = (pid: number) => readdirSync(`/proc/${pid}/fd`).length;
-const rssKiB = (pid: number) =>
-  Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? Number.NaN);
 
 describe("observability and shutdown", () => {
   let sshd: Sshd;
