@@ -1,54 +1,33 @@
 /**
- * revtun: permanent reverse SSH tunnels, and a forwarding-only SSH relay.
+ * revtun: permanent reverse SSH tunnels.
  *
- * - `openTunnel(options)` dials an SSH server, asks it to listen (tcpip-forward)
- *   and carries every connection that arrives back to a local service; a
- *   supervisor keeps it up for good and reports each state change as an event.
- * - `Relay` (from "revtun/relay") is the server side: an SSH server that only
- *   forwards.
+ * `openTunnel(options)` dials an SSH server, asks it to listen (tcpip-forward)
+ * and carries every connection that arrives there back to a local service;
+ * the Tunnel keeps it up for good and reports each state change as a typed
+ * event. The server side, a forwarding-only SSH relay, is `revtun/relay`.
  *
  * The library never prints, never exits the process and never reads argv or
  * the environment: the CLI in `src/cli/` does that.
  */
-export { Authenticator, DEFAULT_IDENTITIES, type Identity, loadIdentities } from "./auth.js";
-export { Backoff } from "./backoff.js";
-export { type ErrorCode, isPermanent, RevtunError } from "./errors.js";
+export { type BindSpec, type ForwardSpec, parseRemoteForward } from "./agent/forward-spec.js";
+export type { StrictHostKeyChecking } from "./agent/known-hosts.js";
 export {
-  type Endpoint,
-  formatEndpoint,
-  openTarget,
-  type SpliceResult,
-  splice,
-} from "./forward.js";
-export { fingerprintSha256, keyTypeOf, loadOrCreateHostKey, parsePublicKey } from "./keys.js";
-export * from "./known-hosts.js";
-export { createLogger, type LogFormat, type Logger, type LogLevel } from "./log.js";
-export { TunnelMetrics } from "./metrics.js";
-export { type Health, type MetricsServer, parseListen, serveMetrics } from "./metrics-server.js";
+  type AuthMethod,
+  DEFAULT_TUNNEL_OPTIONS,
+  type HostKeyPromptInfo,
+  type JumpHost,
+  type TunnelOptions,
+} from "./agent/options.js";
+export type { ConnectionInfo } from "./agent/session.js";
 export {
-  applyDashO,
-  IGNORED_OPTIONS,
-  parseDashO,
-  type SshOptions,
-  SUPPORTED_OPTIONS,
-  setOption,
-} from "./options.js";
-export { type ResolveContext, resolveTunnelOptions } from "./resolve.js";
-export { type ConnectionInfo, Session } from "./session.js";
-export {
-  type BindSpec,
-  type ForwardSpec,
-  formatBind,
-  parseConfigRemoteForward,
-  parseRemoteForward,
-  wireBindAddress,
-} from "./spec.js";
-export {
+  type ForwardState,
   type ForwardStatus,
   openTunnel,
   Tunnel,
   type TunnelEvents,
-  type TunnelOptions,
   type TunnelState,
   type TunnelStatus,
-} from "./supervisor.js";
+} from "./agent/tunnel.js";
+export type { Endpoint } from "./shared/address.js";
+export { type ErrorCode, type FailureReason, isPermanent, RevtunError } from "./shared/errors.js";
+export type { HookStatus } from "./ssh2/hooks.js";

@@ -3,9 +3,10 @@
  * `revtun -N -R …`: bundled flags (-Nv), attached values (-p2222, -oX=y),
  * and revtun's own long options.
  */
-import { RevtunError } from "../errors.js";
-import { applyDashO, type SshOptions } from "../options.js";
-import { type ForwardSpec, parseRemoteForward } from "../spec.js";
+
+import { type ForwardSpec, parseRemoteForward } from "../agent/forward-spec.js";
+import { applyDashO, type SshOptions } from "../config/directives.js";
+import { RevtunError } from "../shared/errors.js";
 
 export interface CliArgs {
   destination?: string | undefined;

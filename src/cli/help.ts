@@ -1,4 +1,4 @@
-import { IGNORED_OPTIONS, SUPPORTED_OPTIONS } from "../options.js";
+import { IGNORED_OPTIONS, SUPPORTED_OPTIONS } from "../config/directives.js";
 
 export const HELP = `usage: revtun [-N] [-v] [-q] [-p port] [-l login] [-i identity_file]... [-c ciphers]
               [-o Option=value]... [-F configfile] [-J [user@]host[:port][,...]]

@@ -1,21 +1,24 @@
 /**
  * `revtun relay`: runs the forwarding-only SSH relay until SIGTERM/SIGINT.
  * Parses flags, loads (or creates) the host key, logs every relay event as
- * one line, reloads authorized_keys on SIGHUP, and returns the exit code:
- * 0 after a signal, 2 for bad flags, 1 when the relay cannot start.
+ * one line, reloads authorized_keys on SIGHUP, and returns the exit code as
+ * the other commands do: 0 after a signal, 2 for bad flags and configuration,
+ * 255 when the relay cannot run.
  */
 import { type ParseArgsConfig, parseArgs } from "node:util";
-import { RevtunError } from "../errors.js";
-import { loadOrCreateHostKey } from "../keys.js";
-import { createLogger, type LogFormat, type Logger } from "../log.js";
-import { type MetricsServer, parseListen, serveMetrics } from "../metrics-server.js";
 import {
   describeRelayEvent,
   RELAY_EVENT_NAMES,
-  Relay,
   type RelayEventName,
   type RelayEvents,
-} from "../relay/index.js";
+} from "../relay/events.js";
+import { Relay } from "../relay/relay.js";
+import { RevtunError } from "../shared/errors.js";
+import { loadOrCreateHostKey } from "../shared/keys.js";
+import { createLogger, type LogFormat, type Logger } from "../shared/log.js";
+import { type MetricsServer, parseListen } from "../shared/metrics-server.js";
+import { startMetrics } from "./metrics-endpoint.js";
+import { exitCodeFor, type Io, onSignals } from "./process.js";
 
 export const RELAY_USAGE = `usage: revtun relay --listen [host:]port --host-key FILE --authorized-keys FILE
                     [--metrics [host:]port] [--gateway-ports] [--max-channels N]
@@ -44,11 +47,6 @@ export const RELAY_OPTIONS = {
   verbose: { type: "boolean", short: "v", multiple: true },
   help: { type: "boolean", short: "h" },
 } as const satisfies ParseArgsConfig["options"];
-
-export interface RelayCommandIo {
-  stdout: NodeJS.WritableStream;
-  stderr: NodeJS.WritableStream;
-}
 
 interface RelayArgs {
   listen: { host?: string; port: number };
@@ -123,7 +121,7 @@ function logEvents(relay: Relay, log: Logger): void {
   for (const name of RELAY_EVENT_NAMES) subscribe(name);
 }
 
-export async function relayCommand(argv: string[], io: RelayCommandIo): Promise<number> {
+export async function relayCommand(argv: string[], io: Pick<Io, "stdout" | "stderr">): Promise<number> {
   let args: RelayArgs | "help";
   try {
     args = parseRelayArgs(argv);
@@ -141,79 +139,67 @@ export async function relayCommand(argv: string[], io: RelayCommandIo): Promise<
     stream: io.stderr,
   });
 
-  let hostKey: Awaited<ReturnType<typeof loadOrCreateHostKey>>;
-  try {
-    hostKey = await loadOrCreateHostKey(args.hostKey);
-  } catch (err) {
-    io.stderr.write(`revtun relay: ${(err as Error).message}\n`);
-    return 1;
-  }
-  const made = hostKey.created ? ` (generated a new ed25519 key in ${args.hostKey})` : "";
-  io.stdout.write(`revtun relay: host key ${hostKey.fingerprint}${made}\n`);
-  log.info(
-    { event: "host-key", fingerprint: hostKey.fingerprint, file: args.hostKey, generated: hostKey.created },
-    `host key ${hostKey.fingerprint}${made}`,
-  );
-
-  const relay = new Relay({
-    listen: args.listen,
-    hostKey: hostKey.privateKey,
-    authorizedKeysFile: args.authorizedKeys,
-    gatewayPorts: args.gatewayPorts,
-    ...(args.maxChannels !== undefined ? { limits: { maxChannelsPerSession: args.maxChannels } } : {}),
-  });
-  logEvents(relay, log);
-
-  // Handlers go in before start(): a SIGTERM while starting still means a
-  // clean stop, and a SIGHUP must never fall through to its default (exit).
+  // Handlers go in before anything starts: a SIGTERM while starting still
+  // means a clean stop, and a SIGHUP must never fall through to its default (exit).
+  let relay: Relay | undefined;
   let stopSignal: NodeJS.Signals | undefined;
   let wake: () => void = () => {};
   const stopped = new Promise<void>((resolve) => {
     wake = resolve;
   });
-  const onHup = () => {
-    if (!relay.listening) return;
-    log.info({ event: "reload" }, "SIGHUP: reloading authorized keys");
-    void relay.reloadAuthorizedKeys("SIGHUP");
-  };
-  const onStop = (signal: NodeJS.Signals) => {
-    if (stopSignal) return;
-    stopSignal = signal;
-    log.info({ event: "shutdown", signal }, `${signal}: closing sessions and stopping`);
-    wake();
-  };
-  process.on("SIGHUP", onHup);
-  process.on("SIGTERM", onStop);
-  process.on("SIGINT", onStop);
+  const offSignals = onSignals(
+    (_immediate, signal) => {
+      if (stopSignal) return;
+      stopSignal = signal;
+      log.info({ event: "shutdown", signal }, `${signal}: closing sessions and stopping`);
+      wake();
+    },
+    () => {
+      if (!relay?.listening) return;
+      log.info({ event: "reload" }, "SIGHUP: reloading authorized keys");
+      void relay.reloadAuthorizedKeys("SIGHUP");
+    },
+  );
 
   let metrics: MetricsServer | undefined;
   try {
-    await relay.start();
+    const hostKey = await loadOrCreateHostKey(args.hostKey);
+    const made = hostKey.created ? ` (generated a new ed25519 key in ${args.hostKey})` : "";
+    io.stdout.write(`revtun relay: host key ${hostKey.fingerprint}${made}\n`);
+    log.info(
+      { event: "host-key", fingerprint: hostKey.fingerprint, file: args.hostKey, generated: hostKey.created },
+      `host key ${hostKey.fingerprint}${made}`,
+    );
+    const r = new Relay({
+      listen: args.listen,
+      hostKey: hostKey.privateKey,
+      authorizedKeysFile: args.authorizedKeys,
+      gatewayPorts: args.gatewayPorts,
+      ...(args.maxChannels !== undefined ? { limits: { maxChannelsPerSession: args.maxChannels } } : {}),
+    });
+    relay = r;
+    logEvents(r, log);
+    if (!stopSignal) await r.start();
     if (args.metrics && !stopSignal) {
-      metrics = await serveMetrics({
-        ...args.metrics,
-        registry: relay.registry,
-        health: () => ({
-          ok: relay.listening,
-          sessions: relay.authenticatedSessions().length,
-          forwards: relay.forwards().length,
+      metrics = await startMetrics(
+        args.metrics,
+        r.registry,
+        () => ({
+          ok: r.listening,
+          sessions: r.authenticatedSessions().length,
+          forwards: r.forwards().length,
         }),
-      });
-      log.info(
-        { event: "metrics-listening", host: metrics.address.host, port: metrics.address.port },
-        `metrics on http://${metrics.address.host}:${metrics.address.port}/metrics`,
+        log,
       );
     }
     await stopped;
     return 0;
   } catch (err) {
     io.stderr.write(`revtun relay: ${(err as Error).message}\n`);
-    return 1;
+    return exitCodeFor(err);
   } finally {
-    await relay.close();
+    await relay?.close();
     await metrics?.close();
-    process.off("SIGHUP", onHup);
-    process.off("SIGTERM", onStop);
-    process.off("SIGINT", onStop);
+    offSignals();
   }
 }

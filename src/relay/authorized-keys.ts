@@ -10,9 +10,9 @@
  * skipped, never half-applied.
  */
 import { readFile } from "node:fs/promises";
-import { RevtunError } from "../errors.js";
-import { fingerprintSha256, parsePublicKey } from "../keys.js";
-import { checkFromList } from "./patterns.js";
+import { RevtunError } from "../shared/errors.js";
+import { fingerprintSha256, parsePublicKey } from "../shared/keys.js";
+import { checkFromList } from "./address-match.js";
 
 /** One `permitlisten="[host:]port"`. */
 export interface ListenPermission {

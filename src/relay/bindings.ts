@@ -9,7 +9,7 @@
  * at once; a different key asking is refused.
  */
 import net from "node:net";
-import { ipBytes } from "./patterns.js";
+import { ipBytes } from "./address-match.js";
 import type { BindTarget, ListenHost } from "./policy.js";
 
 export interface BindingOwner {

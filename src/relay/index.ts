@@ -1,15 +1,11 @@
 /**
- * The relay library: `new Relay(options)`, `start()`, events, `close()`.
- * It never prints, exits or reads argv; `src/cli/relay-command.ts` is the CLI.
+ * revtun/relay: a forwarding-only SSH server for fleets of devices.
+ * `new Relay(options)`, `start()`, typed events, `reloadAuthorizedKeys()`,
+ * `close()`. Devices authenticate with keys from an OpenSSH authorized_keys
+ * file and may only ask for remote forwards; everything else is refused.
+ * The library never prints, exits or reads argv; `revtun relay` is its CLI.
  */
-export {
-  type AuthorizedKey,
-  type AuthorizedKeys,
-  type KeyOptions,
-  type ListenPermission,
-  loadAuthorizedKeys,
-  parseAuthorizedKeys,
-} from "./authorized-keys.js";
+export { type ErrorCode, RevtunError } from "../shared/errors.js";
 export type { ReleaseReason } from "./bindings.js";
 export {
   type DescribedEvent,
@@ -22,8 +18,5 @@ export {
   type SessionInfo,
   type SessionRef,
 } from "./events.js";
-export { RelayMetrics } from "./metrics.js";
 export { DEFAULT_LIMITS, type RelayLimits, type RelayOptions } from "./options.js";
-export { fromAllows } from "./patterns.js";
-export { authorizeKey, checkListen, resolveBindAddress } from "./policy.js";
-export { Relay } from "./server.js";
+export { Relay } from "./relay.js";

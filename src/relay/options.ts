@@ -3,7 +3,7 @@
  * hostile peer cannot exhaust the relay: each is per the thing it protects.
  */
 import type { Registry } from "prom-client";
-import { RevtunError } from "../errors.js";
+import { RevtunError } from "../shared/errors.js";
 
 export interface RelayLimits {
   /** TCP connections that have not authenticated yet, relay-wide (sshd's MaxStartups). */

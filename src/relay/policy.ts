@@ -3,9 +3,9 @@
  * client's bind address mean, and may this key listen there.
  */
 import net from "node:net";
-import { matchPattern } from "../patterns.js";
+import { matchPattern } from "../shared/patterns.js";
+import { fromAllows } from "./address-match.js";
 import type { AuthorizedKey, KeyOptions } from "./authorized-keys.js";
-import { fromAllows } from "./patterns.js";
 
 export type KeyDecision =
   | { ok: true; key: AuthorizedKey }

@@ -6,9 +6,9 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
+import { fromAllows } from "../../src/relay/address-match.js";
 import { parseAuthorizedKeys, parseExpiryTime, parseOptions } from "../../src/relay/authorized-keys.js";
 import { targetsOverlap } from "../../src/relay/bindings.js";
-import { fromAllows } from "../../src/relay/patterns.js";
 import { authorizeKey, type BindTarget, checkListen, resolveBindAddress } from "../../src/relay/policy.js";
 import { keygen } from "../helpers/sshd.js";
 

@@ -6,7 +6,6 @@ import assert from "node:assert/strict";
 import net from "node:net";
 import { join } from "node:path";
 import { describe, test } from "node:test";
-import { freePort } from "../helpers/sshd.js";
 import {
   bannerServer,
   exchange,
@@ -19,7 +18,8 @@ import {
   sha256,
   sleep,
   withTimeout,
-} from "./helpers.js";
+} from "../helpers/relay.js";
+import { freePort } from "../helpers/sshd.js";
 
 const MiB = 1024 * 1024;
 

@@ -7,8 +7,8 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
 import ssh2, { type ParsedKey } from "ssh2";
-import { fingerprintSha256 } from "../../src/keys.js";
-import { nextEvent, RelayFixture, withTimeout } from "./helpers.js";
+import { fingerprintSha256 } from "../../src/shared/keys.js";
+import { nextEvent, RelayFixture, withTimeout } from "../helpers/relay.js";
 
 function parse(text: string): ParsedKey {
   const k = ssh2.utils.parseKey(text);

@@ -1,0 +1,123 @@
+/**
+ * OpenSSH's pattern language, as authorized_keys uses it: `*` and `?`
+ * wildcards (ssh_config(5) PATTERNS) and comma-separated lists with `!`
+ * negation, both from the shared ../patterns.ts (match.c), plus what is
+ * relay-specific here: address/masklen CIDR entries in `from=` (sshd(8)
+ * AUTHORIZED_KEYS FILE FORMAT, addrmatch.c), so a file written for sshd
+ * means the same thing here.
+ */
+import net from "node:net";
+import { matchPattern, patternListVerdict } from "../shared/patterns.js";
+
+/** `::ffff:10.1.2.3` (an IPv4 peer on a dual-stack listener) → `10.1.2.3`; other addresses unchanged. */
+export function normalizeIp(ip: string): string {
+  const m = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
+  return m?.[1] ?? ip;
+}
+
+/** An IP literal as bytes (4 or 16), or undefined when `ip` is not one. */
+export function ipBytes(ip: string): Uint8Array | undefined {
+  if (net.isIPv4(ip)) return Uint8Array.from(ip.split(".").map(Number));
+  if (!net.isIPv6(ip)) return undefined;
+  let text = ip.replace(/%.*$/, "");
+  // An embedded dotted quad (::ffff:1.2.3.4) becomes the last two groups.
+  const v4 = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
+  if (v4?.[1]) {
+    const b = v4[1].split(".").map(Number);
+    text = `${text.slice(0, -v4[1].length)}${(((b[0] ?? 0) << 8) | (b[1] ?? 0)).toString(16)}:${(((b[2] ?? 0) << 8) | (b[3] ?? 0)).toString(16)}`;
+  }
+  const [head = "", tail] = text.split("::");
+  const headGroups = head ? head.split(":") : [];
+  const tailGroups = tail ? tail.split(":") : [];
+  const zeros = tail === undefined ? 0 : 8 - headGroups.length - tailGroups.length;
+  const groups = [...headGroups, ...Array<string>(zeros).fill("0"), ...tailGroups];
+  const out = new Uint8Array(16);
+  groups.forEach((g, i) => {
+    const v = Number.parseInt(g, 16);
+    out[i * 2] = v >> 8;
+    out[i * 2 + 1] = v & 0xff;
+  });
+  return out;
+}
+
+type Cidr = { bytes: Uint8Array; bits: number };
+
+/** `addr` or `addr/len`; "bad" when it is an address with host bits set beyond the mask, as addrmatch.c rejects. */
+function parseCidr(entry: string): Cidr | "bad" | undefined {
+  const slash = entry.indexOf("/");
+  const addr = slash === -1 ? entry : entry.slice(0, slash);
+  const bytes = ipBytes(addr);
+  if (!bytes) return undefined;
+  const max = bytes.length * 8;
+  if (slash === -1) return { bytes, bits: max };
+  const lenText = entry.slice(slash + 1);
+  if (!/^\d{1,3}$/.test(lenText)) return "bad";
+  const bits = Number(lenText);
+  if (bits > max) return "bad";
+  for (let i = 0; i < bytes.length; i++) {
+    const keep = Math.max(0, Math.min(8, bits - i * 8));
+    const mask = keep === 0 ? 0 : (0xff << (8 - keep)) & 0xff;
+    if (((bytes[i] ?? 0) & ~mask & 0xff) !== 0) return "bad";
+  }
+  return { bytes, bits };
+}
+
+function inCidr(addr: Uint8Array, c: Cidr): boolean {
+  if (addr.length !== c.bytes.length) return false;
+  for (let i = 0; i < addr.length; i++) {
+    const keep = Math.max(0, Math.min(8, c.bits - i * 8));
+    if (keep === 0) return true;
+    const mask = (0xff << (8 - keep)) & 0xff;
+    if (((addr[i] ?? 0) & mask) !== ((c.bytes[i] ?? 0) & mask)) return false;
+  }
+  return true;
+}
+
+/**
+ * addr_match_list(): CIDR/address entries compared numerically, anything
+ * else as a wildcard on the address text. -2 means the list is malformed
+ * (an empty entry, or a network with host bits set), which denies.
+ */
+export function addrMatchList(ip: string, list: string): -2 | -1 | 0 | 1 {
+  const addr = ipBytes(ip);
+  let got: 0 | 1 = 0;
+  for (const raw of list.split(",")) {
+    const negated = raw.startsWith("!");
+    const entry = negated ? raw.slice(1) : raw;
+    if (entry === "") return -2;
+    const cidr = parseCidr(entry);
+    if (cidr === "bad") return -2;
+    const hit = cidr
+      ? addr !== undefined && inCidr(addr, cidr)
+      : matchPattern(ip.toLowerCase(), entry.toLowerCase());
+    if (!hit) continue;
+    if (negated) return -1;
+    got = 1;
+  }
+  return got;
+}
+
+/** Why a `from=` list is malformed, or undefined when it is fine. */
+export function checkFromList(list: string): string | undefined {
+  for (const raw of list.split(",")) {
+    const entry = raw.startsWith("!") ? raw.slice(1) : raw;
+    if (entry === "") return "empty entry";
+    if (parseCidr(entry) === "bad") return `bad network "${entry}" (mask length, or host bits set)`;
+  }
+  return undefined;
+}
+
+/**
+ * match_host_and_ip() for `from="pattern-list"`. The relay does no reverse
+ * DNS (sshd's default, UseDNS no), so the "host name" is the address text
+ * and hostname patterns only match addresses written as patterns.
+ */
+export function fromAllows(list: string, peerIp: string): boolean {
+  const ip = normalizeIp(peerIp);
+  const byAddr = addrMatchList(ip, list);
+  if (byAddr === -2 || byAddr === -1) return false;
+  // match_hostname(): the patterns are lowercased, as OpenSSH does for host names.
+  const byName = patternListVerdict(ip.toLowerCase(), list.split(","), true);
+  if (byName === -1) return false;
+  return byName === 1 || byAddr === 1;
+}

@@ -1,0 +1,346 @@
+/**
+ * The relay: a forwarding-only SSH server. Clients authenticate with keys
+ * from an authorized_keys file and may only ask for remote forwards
+ * (`ssh -R`); connections to those ports travel back to them as
+ * forwarded-tcpip channels. No shell, no commands, no -L.
+ *
+ * The relay owns the TCP listener and hands each accepted socket to ssh2
+ * (`Server.injectSocket`), so limits, timeouts and socket options apply
+ * before any SSH byte is parsed and every socket can be destroyed by the
+ * relay itself.
+ */
+
+import { createHash } from "node:crypto";
+import { EventEmitter } from "node:events";
+import { type FSWatcher, watch } from "node:fs";
+import { readFile } from "node:fs/promises";
+import net from "node:net";
+import { dirname } from "node:path";
+import ssh2, { type Connection } from "ssh2";
+import { formatEndpoint } from "../shared/address.js";
+import { RevtunError } from "../shared/errors.js";
+import { normalizeIp } from "./address-match.js";
+import { type AuthorizedKeys, parseAuthorizedKeys } from "./authorized-keys.js";
+import { type Binding, BindingTable, type BindOutcome, type ReleaseReason } from "./bindings.js";
+import type { RelayEvents } from "./events.js";
+import { forwardInfo } from "./forwarding.js";
+import { RelayMetrics } from "./metrics.js";
+import { type RelayOptions, type ResolvedRelayOptions, resolveRelayOptions } from "./options.js";
+import { authorizeKey, type BindTarget, type KeyDecision } from "./policy.js";
+import { RelaySession, type SessionHost } from "./session.js";
+
+/** setInterval's ceiling: ssh2 has no "off" for server keepalives, so "off" is "never". */
+const NEVER_MS = 2 ** 31 - 1;
+/** TCP keepalive on client sockets, under the SSH one: it also clears half-dead NAT entries. */
+const TCP_KEEPALIVE_MS = 30_000;
+const WATCH_DEBOUNCE_MS = 250;
+
+export class Relay extends EventEmitter<RelayEvents> {
+  // Private: it holds the host key.
+  private readonly options: ResolvedRelayOptions;
+  readonly metrics: RelayMetrics;
+  private keys: AuthorizedKeys = { keys: [], problems: [] };
+  private keysDigest = "";
+  private readonly bindings = new BindingTable();
+  private readonly sessions = new Set<RelaySession>();
+  /** Sockets handed to ssh2 whose Connection has not been announced yet, by remote address. */
+  private readonly awaitingSsh = new Map<string, RelaySession>();
+  private tcp: net.Server | undefined;
+  private ssh: ssh2.Server | undefined;
+  private watcher: FSWatcher | undefined;
+  private watchTimer: NodeJS.Timeout | undefined;
+  private reloads: Promise<unknown> = Promise.resolve();
+  private nextId = 1;
+  private state: "new" | "starting" | "listening" | "closing" | "closed" = "new";
+  private bound: { host: string; port: number } | undefined;
+  private readonly host: SessionHost;
+
+  constructor(options: RelayOptions) {
+    super();
+    this.options = resolveRelayOptions(options);
+    this.metrics = new RelayMetrics(
+      () => ({
+        sessions: this.authenticatedSessions().length,
+        unauthenticated: this.sessions.size - this.authenticatedSessions().length,
+        forwardsBound: this.bindings.size,
+        forwardedOpen: [...this.sessions].reduce((n, s) => n + s.forwardedCount, 0),
+        authorizedKeys: this.keys.keys.length,
+      }),
+      options.registry,
+    );
+    this.host = this.sessionHost();
+  }
+
+  get registry() {
+    return this.metrics.registry;
+  }
+
+  get listening(): boolean {
+    return this.state === "listening";
+  }
+
+  /** The address SSH clients connect to, once listening. */
+  get address(): { host: string; port: number } | undefined {
+    return this.bound;
+  }
+
+  /** Loads authorized_keys, listens, starts watching the file. Rejects with a RevtunError. */
+  async start(): Promise<{ host: string; port: number }> {
+    if (this.state !== "new") throw new RevtunError("USAGE", "relay already started");
+    this.state = "starting";
+    const file = this.options.authorizedKeysFile;
+    const text = await readFile(file, "utf8").catch((err: Error) => {
+      this.state = "closed";
+      throw new RevtunError("CONFIG", `cannot read authorized keys ${file}: ${err.message}`, { cause: err });
+    });
+    this.useKeys(text, "startup");
+    try {
+      this.ssh = new ssh2.Server(
+        {
+          hostKeys: [this.options.hostKey],
+          ident: "revtun-relay",
+          // ssh2 sends keepalive@openssh.com (want-reply) after this much
+          // silence from the client, and emits a 'client-timeout' error after
+          // keepaliveCountMax unanswered ones (lib/server.js).
+          keepaliveInterval: this.options.keepaliveIntervalMs || NEVER_MS,
+          keepaliveCountMax: this.options.keepaliveCountMax,
+        },
+        (conn, info) => this.onSshConnection(conn, info.ip, info.port),
+      );
+    } catch (err) {
+      this.state = "closed";
+      throw new RevtunError("CONFIG", `relay host key unusable: ${(err as Error).message}`, { cause: err });
+    }
+    this.ssh.on("error", () => {});
+    const tcp = net.createServer({ noDelay: true }, (socket) => this.onSocket(socket));
+    this.tcp = tcp;
+    const { host, port } = this.options.listen;
+    await new Promise<void>((resolve, reject) => {
+      tcp.once("error", reject);
+      tcp.listen({ port, ...(host !== undefined ? { host } : {}) }, () => {
+        tcp.removeListener("error", reject);
+        resolve();
+      });
+    }).catch((err: Error) => {
+      this.state = "closed";
+      throw new RevtunError("LISTEN", `cannot listen on ${host ?? "*"}:${port}: ${err.message}`, {
+        cause: err,
+      });
+    });
+    // After listening, accept errors (EMFILE...) are transient: keep serving.
+    tcp.on("error", () => {});
+    const a = tcp.address() as net.AddressInfo;
+    this.bound = { host: a.address, port: a.port };
+    this.state = "listening";
+    if (this.options.watchAuthorizedKeys) this.watchKeys();
+    this.emit("listening", this.bound);
+    return this.bound;
+  }
+
+  /**
+   * Re-reads authorized_keys. Sessions whose key is still admitted stay (and
+   * pick up changed options); the others are closed. A file that cannot be
+   * read keeps the previous keys: an editor's half-written state must not
+   * drop every agent. Returns whether the file was read.
+   */
+  reloadAuthorizedKeys(reason = "reload requested"): Promise<boolean> {
+    const run = async () => {
+      const file = this.options.authorizedKeysFile;
+      let text: string;
+      try {
+        text = await readFile(file, "utf8");
+      } catch (err) {
+        this.metrics.reloads.inc({ result: "failed" });
+        this.emit("keys-reload-failed", { file, error: (err as Error).message });
+        return false;
+      }
+      if (this.state !== "listening") return false;
+      // The file watcher fires for any change in the directory; only a real
+      // change of this file is worth a record.
+      if (reason === "file changed" && digest(text) === this.keysDigest) return true;
+      this.useKeys(text, reason);
+      this.metrics.reloads.inc({ result: "ok" });
+      for (const s of this.authenticatedSessions()) {
+        const blob = s.publicKey;
+        if (blob) s.recheck(this.authorize(blob, s.ip));
+      }
+      return true;
+    };
+    const p = this.reloads.then(run, run);
+    this.reloads = p;
+    return p;
+  }
+
+  /**
+   * Stops listening, releases every port, ends every session with a
+   * DISCONNECT, and resolves once all sockets are closed (destroying those
+   * still open after closeGraceMs).
+   */
+  async close(): Promise<void> {
+    if (this.state === "closed" || this.state === "closing") return;
+    this.state = "closing";
+    this.watcher?.close();
+    this.watcher = undefined;
+    clearTimeout(this.watchTimer);
+    const tcpClosed = new Promise<void>((r) => (this.tcp ? this.tcp.close(() => r()) : r()));
+    for (const b of this.bindings.all()) this.release(b, "relay-closing");
+    const sessions = [...this.sessions];
+    for (const s of sessions) s.close("relay shutting down");
+    const grace = setTimeout(() => {
+      for (const s of sessions) s.destroy("relay shutting down");
+    }, this.options.closeGraceMs);
+    await Promise.all(sessions.map((s) => s.finished));
+    clearTimeout(grace);
+    await tcpClosed;
+    this.state = "closed";
+    this.emit("closed");
+  }
+
+  /** Authenticated sessions, for status pages and tests. */
+  authenticatedSessions(): RelaySession[] {
+    return [...this.sessions].filter((s) => s.authenticated && !s.closing);
+  }
+
+  /** Current bindings as ForwardInfo records. */
+  forwards() {
+    return this.bindings.all().map((b) => forwardInfo(b, (b.owner as RelaySession).ref()));
+  }
+
+  // ---- internals ------------------------------------------------------------
+
+  private authorize(blob: Buffer, ip: string): KeyDecision {
+    return authorizeKey(this.keys.keys, blob, ip, this.options.now());
+  }
+
+  private useKeys(text: string, reason: string): void {
+    const file = this.options.authorizedKeysFile;
+    this.keys = parseAuthorizedKeys(text);
+    this.keysDigest = digest(text);
+    for (const p of this.keys.problems) this.emit("keys-problem", { file, ...p });
+    for (const k of this.keys.keys) {
+      if (k.options.ignored.length) {
+        this.emit("keys-option-ignored", {
+          file,
+          line: k.line,
+          fingerprint: k.fingerprint,
+          options: k.options.ignored,
+        });
+      }
+    }
+    this.emit("keys-loaded", {
+      file,
+      keys: this.keys.keys.length,
+      problems: this.keys.problems.length,
+      reason,
+    });
+  }
+
+  private watchKeys(): void {
+    const file = this.options.authorizedKeysFile;
+    try {
+      // The directory, not the file: editors and config managers replace the
+      // file by rename, which a watch on the old inode would never report.
+      this.watcher = watch(dirname(file), { persistent: false }, () => {
+        clearTimeout(this.watchTimer);
+        this.watchTimer = setTimeout(() => void this.reloadAuthorizedKeys("file changed"), WATCH_DEBOUNCE_MS);
+      });
+      this.watcher.on("error", (err) => {
+        this.emit("keys-reload-failed", { file, error: `watching stopped: ${err.message}` });
+        this.watcher?.close();
+        this.watcher = undefined;
+      });
+    } catch (err) {
+      this.emit("keys-reload-failed", { file, error: `cannot watch: ${(err as Error).message}` });
+    }
+  }
+
+  private onSocket(socket: net.Socket): void {
+    const remote = socket.remoteAddress;
+    if (remote === undefined || this.state !== "listening") {
+      socket.destroy();
+      return;
+    }
+    socket.setNoDelay(true);
+    socket.setKeepAlive(true, TCP_KEEPALIVE_MS);
+    const unauthenticated = this.sessions.size - this.authenticatedSessions().length;
+    if (unauthenticated >= this.options.limits.maxUnauthenticated) {
+      socket.destroy();
+      this.emit("connection-refused", {
+        peer: formatEndpoint({ kind: "tcp", host: normalizeIp(remote), port: socket.remotePort ?? 0 }),
+        reason: `too many unauthenticated connections (limit ${this.options.limits.maxUnauthenticated})`,
+      });
+      return;
+    }
+    const session = new RelaySession(this.nextId++, socket, this.host);
+    this.sessions.add(session);
+    const key = `${remote}|${socket.remotePort}`;
+    this.awaitingSsh.set(key, session);
+    void session.finished.then(() => {
+      if (this.awaitingSsh.get(key) === session) this.awaitingSsh.delete(key);
+    });
+    this.ssh?.injectSocket(socket);
+  }
+
+  /**
+   * ssh2 announces a Connection once the client's version line arrives, with
+   * only the socket's remote address to tell which socket it is; that pair
+   * is unique among the listener's open sockets.
+   */
+  private onSshConnection(conn: Connection, ip: string, port: number): void {
+    const key = `${ip}|${port}`;
+    const session = this.awaitingSsh.get(key);
+    this.awaitingSsh.delete(key);
+    if (!session) {
+      conn.on("error", () => {});
+      conn.end();
+      return;
+    }
+    session.attach(conn);
+  }
+
+  private async bind(session: RelaySession, target: BindTarget, port: number): Promise<BindOutcome> {
+    const outcome = await this.bindings.bind(session, target, port);
+    if (!outcome.ok) return outcome;
+    for (const old of outcome.takenOver) {
+      const previous = old.owner as RelaySession;
+      this.metrics.takeovers.inc();
+      this.emit("forward-taken-over", {
+        ...forwardInfo(outcome.binding, session.ref()),
+        previousSessionId: previous.id,
+        previousPeer: previous.peer,
+      });
+      this.released(old, "taken-over");
+    }
+    return outcome;
+  }
+
+  private release(b: Binding, reason: ReleaseReason): void {
+    if (this.bindings.release(b, reason)) this.released(b, reason);
+  }
+
+  private released(b: Binding, reason: ReleaseReason): void {
+    const owner = b.owner as RelaySession;
+    // A binding released before its sockets listened was never announced.
+    if (owner.bindings.has(b)) this.emit("forward-released", { ...forwardInfo(b, owner.ref()), reason });
+    owner.forget(b, reason);
+  }
+
+  private sessionHost(): SessionHost {
+    return {
+      options: this.options,
+      metrics: this.metrics,
+      authorize: (blob, ip) => this.authorize(blob, ip),
+      sessionsForKey: (fp) => this.authenticatedSessions().filter((s) => s.fingerprint === fp).length,
+      bind: (owner, target, port) => this.bind(owner as RelaySession, target, port),
+      release: (b, reason) => this.release(b, reason),
+      closed: (s) => {
+        this.sessions.delete(s);
+      },
+      emit: this.emit.bind(this),
+    };
+  }
+}
+
+function digest(text: string): string {
+  return createHash("sha256").update(text).digest("hex");
+}
