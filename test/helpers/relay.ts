@@ -11,7 +11,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Relay, type RelayEventName, type RelayEvents, type RelayOptions } from "../../src/relay/index.js";
 import { loadOrCreateHostKey } from "../../src/shared/keys.js";
-import { keygen } from "../helpers/sshd.js";
+import { exchange as netExchange } from "./net.js";
+import { keygen } from "./sshd.js";
 
 export function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -208,7 +209,7 @@ export function payload(size: number, seed: string): Buffer {
   return out;
 }
 
-export const sha256 = (b: Buffer) => createHash("sha256").update(b).digest("hex");
+export { sha256 } from "./net.js";
 
 export interface HashServerResult {
   receivedHash: string;
@@ -249,20 +250,9 @@ export function bannerServer(name: string): { server: net.Server; connections: (
   return { server, connections: () => count };
 }
 
-/** Connects, sends `data`, half-closes, and collects the whole answer. */
+/** Connects, sends `data`, half-closes, and collects the whole answer (net.ts's exchange on loopback). */
 export function exchange(port: number, data: Buffer, ms = 30_000): Promise<Buffer> {
-  return withTimeout(
-    new Promise<Buffer>((resolve, reject) => {
-      const chunks: Buffer[] = [];
-      const sock = net.connect({ host: "127.0.0.1", port });
-      sock.on("data", (d: Buffer) => chunks.push(d));
-      sock.on("error", reject);
-      sock.on("end", () => resolve(Buffer.concat(chunks)));
-      sock.on("connect", () => sock.end(data));
-    }),
-    ms,
-    `exchange on port ${port}`,
-  );
+  return netExchange(port, data, "127.0.0.1", ms);
 }
 
 /** Connects and returns the first line the far end sends (or "" if it closes first). */
