@@ -40,37 +40,47 @@ export function ipBytes(ip: string): Uint8Array | undefined {
   return out;
 }
 
-type Cidr = { bytes: Uint8Array; bits: number };
+/**
+ * One address or network, matched by Node's net.BlockList. Only the family
+ * is checked here: BlockList itself would let an IPv4 network match an
+ * IPv4-mapped IPv6 address (and the reverse), which addrmatch.c does not;
+ * peers are unmapped by normalizeIp() before they get here.
+ */
+type Cidr = { list: net.BlockList; family: "ipv4" | "ipv6" };
 
-/** `addr` or `addr/len`; "bad" when it is an address with host bits set beyond the mask, as addrmatch.c rejects. */
+/**
+ * `addr` or `addr/len`; "bad" when it is an address with host bits set
+ * beyond the mask, as addrmatch.c rejects. BlockList accepts such a subnet
+ * silently (10.0.0.1/8 matches all of 10/8), so that check is done on the
+ * address bytes here.
+ */
 function parseCidr(entry: string): Cidr | "bad" | undefined {
   const slash = entry.indexOf("/");
   const addr = slash === -1 ? entry : entry.slice(0, slash);
   const bytes = ipBytes(addr);
   if (!bytes) return undefined;
-  const max = bytes.length * 8;
-  if (slash === -1) return { bytes, bits: max };
+  const family = bytes.length === 4 ? "ipv4" : "ipv6";
+  const list = new net.BlockList();
+  if (slash === -1) {
+    list.addAddress(addr, family);
+    return { list, family };
+  }
   const lenText = entry.slice(slash + 1);
   if (!/^\d{1,3}$/.test(lenText)) return "bad";
   const bits = Number(lenText);
-  if (bits > max) return "bad";
+  if (bits > bytes.length * 8) return "bad";
   for (let i = 0; i < bytes.length; i++) {
     const keep = Math.max(0, Math.min(8, bits - i * 8));
     const mask = keep === 0 ? 0 : (0xff << (8 - keep)) & 0xff;
     if (((bytes[i] ?? 0) & ~mask & 0xff) !== 0) return "bad";
   }
-  return { bytes, bits };
+  list.addSubnet(addr, bits, family);
+  return { list, family };
 }
 
-function inCidr(addr: Uint8Array, c: Cidr): boolean {
-  if (addr.length !== c.bytes.length) return false;
-  for (let i = 0; i < addr.length; i++) {
-    const keep = Math.max(0, Math.min(8, c.bits - i * 8));
-    if (keep === 0) return true;
-    const mask = (0xff << (8 - keep)) & 0xff;
-    if (((addr[i] ?? 0) & mask) !== ((c.bytes[i] ?? 0) & mask)) return false;
-  }
-  return true;
+function inCidr(ip: string, c: Cidr): boolean {
+  const family = net.isIPv4(ip) ? "ipv4" : net.isIPv6(ip) ? "ipv6" : undefined;
+  return family === c.family && c.list.check(ip, family);
 }
 
 /**
@@ -79,7 +89,6 @@ function inCidr(addr: Uint8Array, c: Cidr): boolean {
  * (an empty entry, or a network with host bits set), which denies.
  */
 export function addrMatchList(ip: string, list: string): -2 | -1 | 0 | 1 {
-  const addr = ipBytes(ip);
   let got: 0 | 1 = 0;
   for (const raw of list.split(",")) {
     const negated = raw.startsWith("!");
@@ -87,9 +96,7 @@ export function addrMatchList(ip: string, list: string): -2 | -1 | 0 | 1 {
     if (entry === "") return -2;
     const cidr = parseCidr(entry);
     if (cidr === "bad") return -2;
-    const hit = cidr
-      ? addr !== undefined && inCidr(addr, cidr)
-      : matchPattern(ip.toLowerCase(), entry.toLowerCase());
+    const hit = cidr ? inCidr(ip, cidr) : matchPattern(ip.toLowerCase(), entry.toLowerCase());
     if (!hit) continue;
     if (negated) return -1;
     got = 1;

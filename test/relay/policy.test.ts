@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
-import { fromAllows } from "../../src/relay/address-match.js";
+import { addrMatchList, checkFromList, fromAllows } from "../../src/relay/address-match.js";
 import { parseAuthorizedKeys, parseExpiryTime, parseOptions } from "../../src/relay/authorized-keys.js";
 import { targetsOverlap } from "../../src/relay/bindings.js";
 import { authorizeKey, type BindTarget, checkListen, resolveBindAddress } from "../../src/relay/policy.js";
@@ -112,6 +112,33 @@ describe("from= patterns", () => {
     assert.equal(fromAllows("::1", "::1"), true);
     assert.equal(fromAllows("*.example.com", "10.0.0.1"), false, "no reverse DNS");
     assert.equal(fromAllows("!10.0.0.5", "10.0.0.6"), false, "only negative entries admit nobody");
+  });
+
+  test("addr_match_list verdicts: malformed networks, prefix edges, families kept apart", () => {
+    // Host bits beyond the mask make the whole list malformed (-2), as addrmatch.c does.
+    assert.equal(addrMatchList("10.0.0.1", "10.0.0.1/8"), -2);
+    assert.equal(addrMatchList("10.0.0.1", "10.0.0.0/33"), -2);
+    assert.equal(addrMatchList("10.0.0.1", "10.0.0.0/x"), -2);
+    assert.equal(addrMatchList("10.0.0.1", "10.0.0.0/8,"), -2, "an empty entry");
+    assert.equal(addrMatchList("2001:db8::1", "2001:db8::1/32"), -2);
+    assert.equal(fromAllows("10.0.0.1/8", "10.0.0.1"), false);
+    assert.match(checkFromList("10.0.0.0/8,10.0.0.1/8") ?? "", /bad network "10\.0\.0\.1\/8"/);
+    assert.equal(checkFromList("10.0.0.0/8,!::1,fe80::/10,*.lan"), undefined);
+    // Prefix edges.
+    assert.equal(addrMatchList("1.2.3.4", "0.0.0.0/0"), 1);
+    assert.equal(addrMatchList("10.255.255.255", "10.0.0.0/8"), 1);
+    assert.equal(addrMatchList("11.0.0.0", "10.0.0.0/8"), 0);
+    assert.equal(addrMatchList("10.0.0.5", "10.0.0.5/32"), 1);
+    assert.equal(addrMatchList("10.0.0.4", "10.0.0.5/32"), 0);
+    assert.equal(addrMatchList("10.0.0.5", "!10.0.0.0/30,10.0.0.0/8"), 1);
+    assert.equal(addrMatchList("10.0.0.2", "!10.0.0.0/30,10.0.0.0/8"), -1);
+    assert.equal(addrMatchList("2001:db8:ffff::", "2001:db8::/32"), 1);
+    assert.equal(addrMatchList("fe80::1%eth0", "fe80::/10"), 1, "a zone id does not hide the address");
+    // An IPv4 network never matches an IPv6 address, mapped or not, nor the
+    // reverse: only fromAllows() unmaps a peer address first.
+    assert.equal(addrMatchList("::ffff:10.1.1.1", "10.0.0.0/8"), 0);
+    assert.equal(addrMatchList("10.1.1.1", "::ffff:10.0.0.0/104"), 0);
+    assert.equal(addrMatchList("::", "0.0.0.0/0"), 0);
   });
 });
 
