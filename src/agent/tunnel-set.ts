@@ -60,7 +60,13 @@ export class TunnelSet<D extends TunnelDefinition = TunnelDefinition> extends Ev
     for (const def of config.tunnels) {
       const old = this.entries.get(def.name);
       if (old && old.def.fingerprint === def.fingerprint) continue;
-      built.set(def.name, await this.build(def));
+      try {
+        built.set(def.name, await this.build(def));
+      } catch (err) {
+        // Nothing was started, but each built Tunnel is closed so its `done` settles.
+        await Promise.all([...built.values()].map((t) => t.close(0)));
+        throw err;
+      }
     }
     const closing: Promise<void>[] = [];
     for (const [name, entry] of this.entries) {
