@@ -34,6 +34,16 @@ export const DEFAULT_MAX_BUFFERED_PER_CHANNEL = 256 * 1024;
  */
 export const DEFAULT_MAX_BUFFERED_PER_SESSION = 16 * 1024 * 1024;
 
+/**
+ * Bytes waiting in the session's own TCP socket toward the agent past which
+ * forwarded sockets stop being read until it drains. ssh2 writes packets to
+ * that socket without looking at write()'s answer, so 50 connections each
+ * given a 2 MiB window by the agent piled up 37 MiB there (measured with
+ * test/relay/hardening-forward.test.ts). 1 MiB, with the kernel's socket
+ * buffer behind it, still keeps the link busy.
+ */
+export const TRANSPORT_BACKLOG = 1024 * 1024;
+
 /** Limits that belong in options.ts (RelayLimits); read with the defaults above until they are there. */
 interface BufferLimits {
   maxBufferedPerChannel?: number;
@@ -60,6 +70,8 @@ export interface ForwardingSession extends BindingOwner {
   timer(ms: number, fn: () => void): NodeJS.Timeout;
   clear(timer: NodeJS.Timeout): void;
   close(reason: string): void;
+  /** The TCP connection to the agent, whose write backlog bounds reads from forwarded sockets. */
+  readonly socket?: net.Socket;
 }
 
 export type Accept = ((chosenPort?: number) => void) | undefined;
@@ -89,6 +101,9 @@ export class SessionForwarding {
   private queued = 0;
   /** What each binding's client asked for, for rechecks (the binding itself holds where it listens). */
   private readonly asked = new WeakMap<Binding, BindTarget>();
+  /** Forwarded sockets paused until the transport drains; one 'drain' listener wakes them all. */
+  private readonly transportWaiters = new Set<() => void>();
+  private transportHooked = false;
 
   constructor(
     private readonly host: ForwardingHost,
@@ -318,31 +333,52 @@ export class SessionForwarding {
    * the session). splice pauses the socket only when channel.write returns
    * false, at ssh2's 2 MiB highWaterMark; this listener, after splice's own,
    * pauses it earlier and resumes it when an empty write's callback says the
-   * queue has reached the transport (the trick splice uses before EOF).
+   * queue has reached the transport (the trick splice uses before EOF). It
+   * also pauses it while the session's socket has more than
+   * TRANSPORT_BACKLOG unsent, until that socket drains.
    */
   private capBuffering(channel: ServerChannel, socket: net.Socket): () => void {
     const limits = this.host.options.limits as RelayLimits & BufferLimits;
     const perChannel = limits.maxBufferedPerChannel ?? DEFAULT_MAX_BUFFERED_PER_CHANNEL;
     const perSession = limits.maxBufferedPerSession ?? DEFAULT_MAX_BUFFERED_PER_SESSION;
     let counted = 0; // this channel's part of this.queued
-    let waiting = false;
+    let waitingQueue = false;
+    let waitingTransport = false;
     let stopped = false;
     const account = () => {
       const n = stopped ? 0 : channel.writableLength;
       this.queued += n - counted;
       counted = n;
     };
+    const resume = () => {
+      if (!waitingQueue && !waitingTransport && !stopped && !socket.destroyed) socket.resume();
+    };
+    const wakeTransport = () => {
+      waitingTransport = false;
+      resume();
+    };
     const onData = () => {
       account();
-      if (waiting || counted === 0) return;
+      if (stopped || channel.destroyed || channel.writableEnded) return;
+      const transport = this.session.socket;
+      if (
+        !waitingTransport &&
+        transport &&
+        !transport.destroyed &&
+        transport.writableLength > TRANSPORT_BACKLOG
+      ) {
+        waitingTransport = true;
+        socket.pause();
+        this.waitForTransport(transport, wakeTransport);
+      }
+      if (waitingQueue || counted === 0) return;
       if (counted <= perChannel && this.queued <= perSession) return;
-      if (channel.destroyed || channel.writableEnded) return;
-      waiting = true;
+      waitingQueue = true;
       socket.pause();
       channel.write(EMPTY, () => {
-        waiting = false;
+        waitingQueue = false;
         account();
-        if (!stopped && !socket.destroyed) socket.resume();
+        resume();
       });
     };
     const stop = () => {
@@ -350,6 +386,7 @@ export class SessionForwarding {
       stopped = true;
       socket.removeListener("data", onData);
       channel.removeListener("close", stop);
+      this.transportWaiters.delete(wakeTransport);
       account();
     };
     socket.on("data", onData);
@@ -357,5 +394,20 @@ export class SessionForwarding {
     // remains; nothing more is queued.
     channel.once("close", stop);
     return stop;
+  }
+
+  private waitForTransport(transport: net.Socket, wake: () => void): void {
+    this.transportWaiters.add(wake);
+    if (this.transportHooked) return;
+    this.transportHooked = true;
+    // writableLength past the highWaterMark means a write returned false, so
+    // 'drain' comes once the agent has read the backlog; if the connection
+    // dies instead, the session destroys every forwarded socket.
+    transport.once("drain", () => {
+      this.transportHooked = false;
+      const waiters = [...this.transportWaiters];
+      this.transportWaiters.clear();
+      for (const w of waiters) w();
+    });
   }
 }
