@@ -111,6 +111,19 @@ export function parseRelayArgs(argv: string[]): RelayArgs | "help" {
 export const REPEAT_WINDOW_MS = 10_000;
 /** Distinct (event, reason) pairs tracked at once: bounded memory whatever peers send. */
 const REPEAT_KEYS = 256;
+/**
+ * The refusals and failures a peer can repeat at will (one per connection
+ * or request). Lifecycle records (session-closed, forward-released) are
+ * never collapsed: each names a different session.
+ */
+const COLLAPSED: ReadonlySet<RelayEventName> = new Set<RelayEventName>([
+  "connection-refused",
+  "handshake-ended",
+  "auth-refused",
+  "forward-refused",
+  "channel-refused",
+  "forwarded-failed",
+]);
 
 interface Logged {
   level: "error" | "warn" | "info" | "debug";
@@ -119,8 +132,8 @@ interface Logged {
 }
 
 /**
- * Logs every relay event as one record. Events that carry a `reason` (a
- * refusal, a failure) are collapsed: the same event name and reason within
+ * Logs every relay event as one record. Refusals and failures (COLLAPSED)
+ * are collapsed: the same event name and reason within
  * REPEAT_WINDOW_MS is logged once, then one "… (repeated N times)" line.
  * Returns a function that stops the summary timer and writes what is pending.
  */
@@ -141,7 +154,7 @@ export function logEvents(relay: Relay, log: Logger, now: () => number = Date.no
       if (!log.isLevelEnabled(level)) return;
       const fields: Record<string, unknown> = { event: name, ...(args[0] ?? {}) };
       const reason = fields.reason;
-      if (typeof reason === "string") {
+      if (COLLAPSED.has(name) && typeof reason === "string") {
         const { log: write, ended } = repeats.admit(`${name}\0${reason}`, { level, msg, fields });
         summarize(ended);
         if (!write) return;

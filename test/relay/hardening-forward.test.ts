@@ -6,6 +6,7 @@
  * that never reads.
  */
 import assert from "node:assert/strict";
+import { EventEmitter } from "node:events";
 import { readFileSync } from "node:fs";
 import net from "node:net";
 import { networkInterfaces } from "node:os";
@@ -14,7 +15,8 @@ import { describe, test } from "node:test";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import { Client } from "ssh2";
-import { logEvents } from "../../src/cli/relay-command.js";
+import { logEvents, REPEAT_WINDOW_MS } from "../../src/cli/relay-command.js";
+import type { Relay } from "../../src/relay/index.js";
 import { createLogger } from "../../src/shared/log.js";
 import { bannerServer, listen, nextEvent, RelayFixture, sleep, withTimeout } from "../helpers/relay.js";
 import { freePort } from "../helpers/sshd.js";
@@ -281,4 +283,47 @@ describe("relay forwarding hardening (issue 12)", () => {
         flood.close();
       }
     }));
+
+  test("the relay CLI logs a repeated refusal once per window, then its count; session lines are never collapsed", () => {
+    let text = "";
+    const stream = new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        text += chunk.toString("utf8");
+        cb();
+      },
+    });
+    let now = 1_000_000;
+    const relay = new EventEmitter();
+    const stop = logEvents(
+      relay as unknown as Relay,
+      createLogger({ format: "text", level: "info", stream }),
+      () => now,
+    );
+    const ref = { sessionId: 1, fingerprint: "SHA256:x", peer: "127.0.0.1:1" };
+    const failed = {
+      ...ref,
+      address: "localhost",
+      port: 9,
+      origin: "127.0.0.2:5",
+      reason: "open channel limit (256) reached",
+    };
+    for (let i = 0; i < 745; i++) relay.emit("forwarded-failed", failed);
+    const info = {
+      ...ref,
+      keyComment: "",
+      keyType: "ssh-ed25519",
+      username: "u",
+      durationMs: 1,
+      reason: "client disconnected",
+    };
+    relay.emit("session-closed", info);
+    relay.emit("session-closed", { ...info, sessionId: 2 });
+    now += REPEAT_WINDOW_MS;
+    relay.emit("forwarded-failed", failed);
+    stop();
+    const lines = text.split("\n").filter(Boolean);
+    assert.equal(lines.filter((l) => /open channel limit/.test(l)).length, 3, text);
+    assert.equal(lines.filter((l) => /\(repeated 744 times\)/.test(l)).length, 1, text);
+    assert.equal(lines.filter((l) => /session/i.test(l) && !/channel limit/.test(l)).length, 2, text);
+  });
 });
