@@ -15,7 +15,7 @@ import {
 import { Relay } from "../relay/relay.js";
 import { RevtunError } from "../shared/errors.js";
 import { loadOrCreateHostKey } from "../shared/keys.js";
-import { createLogger, type LogFormat, type Logger } from "../shared/log.js";
+import { createLogger, type LogFormat, type Logger, RepeatCollapser, type Repeats } from "../shared/log.js";
 import { type MetricsServer, parseListen } from "../shared/metrics-server.js";
 import { startMetrics } from "./metrics-endpoint.js";
 import { exitCodeFor, type Io, onSignals } from "./process.js";
@@ -107,18 +107,71 @@ export function parseRelayArgs(argv: string[]): RelayArgs | "help" {
   };
 }
 
-function logEvents(relay: Relay, log: Logger): void {
+/** Repeats of one event and reason within this window are counted, not logged (issue 12 item 8). */
+export const REPEAT_WINDOW_MS = 10_000;
+/** Distinct (event, reason) pairs tracked at once: bounded memory whatever peers send. */
+const REPEAT_KEYS = 256;
+/**
+ * The refusals and failures a peer can repeat at will (one per connection
+ * or request). Lifecycle records (session-closed, forward-released) are
+ * never collapsed: each names a different session.
+ */
+const COLLAPSED: ReadonlySet<RelayEventName> = new Set<RelayEventName>([
+  "connection-refused",
+  "handshake-ended",
+  "auth-refused",
+  "forward-refused",
+  "channel-refused",
+  "forwarded-failed",
+]);
+
+interface Logged {
+  level: "error" | "warn" | "info" | "debug";
+  msg: string;
+  fields: Record<string, unknown>;
+}
+
+/**
+ * Logs every relay event as one record. Refusals and failures (COLLAPSED)
+ * are collapsed: the same event name and reason within
+ * REPEAT_WINDOW_MS is logged once, then one "… (repeated N times)" line.
+ * Returns a function that stops the summary timer and writes what is pending.
+ */
+export function logEvents(relay: Relay, log: Logger, now: () => number = Date.now): () => void {
+  const repeats = new RepeatCollapser<Logged>({ windowMs: REPEAT_WINDOW_MS, maxKeys: REPEAT_KEYS, now });
+  const summarize = (ended: Repeats<Logged>[]) => {
+    for (const { first, count } of ended) {
+      log[first.level](
+        { ...first.fields, repeated: count },
+        `${first.msg} (repeated ${count} time${count === 1 ? "" : "s"})`,
+      );
+    }
+  };
   const subscribe = <K extends RelayEventName>(name: K) => {
     const listener = (...args: RelayEvents[K]) => {
       const { level, msg } = describeRelayEvent(name, ...args);
       // Per-connection events are debug: skip building their records otherwise.
       if (!log.isLevelEnabled(level)) return;
-      log[level]({ event: name, ...(args[0] ?? {}) }, msg);
+      const fields: Record<string, unknown> = { event: name, ...(args[0] ?? {}) };
+      const reason = fields.reason;
+      if (COLLAPSED.has(name) && typeof reason === "string") {
+        const { log: write, ended } = repeats.admit(`${name}\0${reason}`, { level, msg, fields });
+        summarize(ended);
+        if (!write) return;
+      }
+      log[level](fields, msg);
     };
     // The generic EventEmitter cannot relate K to its listener type here.
     (relay.on as (event: K, fn: (...args: RelayEvents[K]) => void) => Relay).call(relay, name, listener);
   };
   for (const name of RELAY_EVENT_NAMES) subscribe(name);
+  // Ends quiet windows, so a burst's count is written within a window of its end.
+  const timer = setInterval(() => summarize(repeats.flush()), REPEAT_WINDOW_MS);
+  timer.unref();
+  return () => {
+    clearInterval(timer);
+    summarize(repeats.flush(true));
+  };
 }
 
 export async function relayCommand(argv: string[], io: Pick<Io, "stdout" | "stderr">): Promise<number> {
@@ -162,6 +215,7 @@ export async function relayCommand(argv: string[], io: Pick<Io, "stdout" | "stde
   );
 
   let metrics: MetricsServer | undefined;
+  let stopLogging: (() => void) | undefined;
   try {
     const hostKey = await loadOrCreateHostKey(args.hostKey);
     const made = hostKey.created ? ` (generated a new ed25519 key in ${args.hostKey})` : "";
@@ -178,7 +232,7 @@ export async function relayCommand(argv: string[], io: Pick<Io, "stdout" | "stde
       ...(args.maxChannels !== undefined ? { limits: { maxChannelsPerSession: args.maxChannels } } : {}),
     });
     relay = r;
-    logEvents(r, log);
+    stopLogging = logEvents(r, log);
     if (!stopSignal) await r.start();
     if (args.metrics && !stopSignal) {
       metrics = await startMetrics(
@@ -199,6 +253,7 @@ export async function relayCommand(argv: string[], io: Pick<Io, "stdout" | "stde
     return exitCodeFor(err);
   } finally {
     await relay?.close();
+    stopLogging?.();
     await metrics?.close();
     offSignals();
   }

@@ -13,8 +13,44 @@ import type { AuthorizedKey } from "./authorized-keys.js";
 import type { Binding, BindingOwner, BindOutcome, ReleaseReason } from "./bindings.js";
 import type { ForwardInfo, RelayEvents, SessionRef } from "./events.js";
 import type { RelayMetrics } from "./metrics.js";
-import type { ResolvedRelayOptions } from "./options.js";
-import { type BindTarget, checkListen, resolveBindAddress } from "./policy.js";
+import type { RelayLimits, ResolvedRelayOptions } from "./options.js";
+import { type BindTarget, checkListen, listenTarget, resolveBindAddress } from "./policy.js";
+
+/**
+ * Bytes the relay holds for one forwarded connection on their way to the
+ * agent, beyond what the agent's window lets through. ssh2 queues a channel's
+ * writes up to its 2 MiB highWaterMark (lib/Channel.js MAX_WINDOW) before
+ * write() returns false, so 200 clients pushing into a forward whose agent
+ * never reads cost the relay +643 MiB, 3.2 MiB a connection (sshd: 2.3 MiB).
+ * Past this many queued bytes the socket is paused until the queue drains;
+ * what is held is at most this plus one socket read (64 KiB). 256 KiB is
+ * eight 32 KiB SSH packets, enough to keep a flowing channel busy.
+ */
+export const DEFAULT_MAX_BUFFERED_PER_CHANNEL = 256 * 1024;
+/**
+ * The same, summed over a session's forwarded connections: past it, any
+ * connection with bytes queued is paused until its own queue drains. With
+ * 256 channels the per-channel cap alone would allow 80 MiB.
+ */
+export const DEFAULT_MAX_BUFFERED_PER_SESSION = 16 * 1024 * 1024;
+
+/**
+ * Bytes waiting in the session's own TCP socket toward the agent past which
+ * forwarded sockets stop being read until it drains. ssh2 writes packets to
+ * that socket without looking at write()'s answer, so 50 connections each
+ * given a 2 MiB window by the agent piled up 37 MiB there (measured with
+ * test/relay/hardening-forward.test.ts). 1 MiB, with the kernel's socket
+ * buffer behind it, still keeps the link busy.
+ */
+export const TRANSPORT_BACKLOG = 1024 * 1024;
+
+/** Limits that belong in options.ts (RelayLimits); read with the defaults above until they are there. */
+interface BufferLimits {
+  maxBufferedPerChannel?: number;
+  maxBufferedPerSession?: number;
+}
+
+const EMPTY = Buffer.alloc(0);
 
 /** What forwarding needs of the relay. */
 export interface ForwardingHost {
@@ -34,6 +70,8 @@ export interface ForwardingSession extends BindingOwner {
   timer(ms: number, fn: () => void): NodeJS.Timeout;
   clear(timer: NodeJS.Timeout): void;
   close(reason: string): void;
+  /** The TCP connection to the agent, whose write backlog bounds reads from forwarded sockets. */
+  readonly socket?: net.Socket;
 }
 
 export type Accept = ((chosenPort?: number) => void) | undefined;
@@ -57,6 +95,15 @@ export class SessionForwarding {
   readonly bindings = new Set<Binding>();
   private pending = 0;
   private readonly forwarded = new Set<net.Socket>();
+  /** Open forwarded connections per source address (entries removed at zero: bounded by the channel limit). */
+  private readonly perSource = new Map<string, number>();
+  /** Bytes queued toward the agent over all of this session's channels (see DEFAULT_MAX_BUFFERED_PER_SESSION). */
+  private queued = 0;
+  /** What each binding's client asked for, for rechecks (the binding itself holds where it listens). */
+  private readonly asked = new WeakMap<Binding, BindTarget>();
+  /** Forwarded sockets paused until the transport drains; one 'drain' listener wakes them all. */
+  private readonly transportWaiters = new Set<() => void>();
+  private transportHooked = false;
 
   constructor(
     private readonly host: ForwardingHost,
@@ -111,7 +158,11 @@ export class SessionForwarding {
     this.pending++;
     let outcome: BindOutcome;
     try {
-      outcome = await this.host.bind(this.session, target, port);
+      outcome = await this.host.bind(
+        this.session,
+        listenTarget(target, this.host.options.gatewayPorts),
+        port,
+      );
     } finally {
       this.pending--;
     }
@@ -122,6 +173,7 @@ export class SessionForwarding {
       return;
     }
     this.bindings.add(outcome.binding);
+    this.asked.set(outcome.binding, target);
     // RFC 4254 7.1: the reply carries the port only when port 0 was asked
     // for; ssh2 adds it in exactly that case.
     accept?.(outcome.binding.port);
@@ -157,7 +209,8 @@ export class SessionForwarding {
   /** After an authorized_keys reload: releases the bindings the key's line no longer permits. */
   recheck(key: AuthorizedKey): void {
     for (const b of [...this.bindings]) {
-      if (checkListen(key.options, b.target, b.requestedPort, this.host.options.gatewayPorts)) {
+      const asked = this.asked.get(b) ?? b.target;
+      if (checkListen(key.options, asked, b.requestedPort, this.host.options.gatewayPorts)) {
         this.host.release(b, "no-longer-permitted");
       }
     }
@@ -191,18 +244,37 @@ export class SessionForwarding {
       fail("session is closing");
       return;
     }
+    // Fair share: a source address may open a channel only while the open
+    // channels plus the ones it already holds stay under the limit, i.e. it
+    // may hold at most half of what the other sources leave free. One
+    // address alone gets at most half the limit; a new address is refused
+    // only when the session is truly full. Before, one address holding 256
+    // idle connections locked every other client out (ECONNRESET; issue 12
+    // item 8). Admission only: nothing already open is cut.
     const max = this.host.options.limits.maxChannelsPerSession;
-    if (this.forwarded.size >= max) {
-      fail(`open channel limit (${max}) reached`);
+    const held = this.perSource.get(originIp) ?? 0;
+    if (this.forwarded.size + held >= max) {
+      fail(
+        held > 0 && this.forwarded.size < max
+          ? `${originIp} holds its share of the open channel limit (${max})`
+          : `open channel limit (${max}) reached`,
+      );
       return;
     }
     this.forwarded.add(socket);
+    this.perSource.set(originIp, held + 1);
+    const drop = () => {
+      if (!this.forwarded.delete(socket)) return;
+      const n = (this.perSource.get(originIp) ?? 1) - 1;
+      if (n > 0) this.perSource.set(originIp, n);
+      else this.perSource.delete(originIp);
+    };
 
     let settled = false;
     const timeoutMs = this.host.options.channelOpenTimeoutMs;
     const timer = this.session.timer(timeoutMs, () => {
       settled = true;
-      this.forwarded.delete(socket);
+      drop();
       fail(`the agent did not answer the channel open within ${timeoutMs} ms`);
     });
     // The channel names the bind address exactly as the client sent it and
@@ -217,34 +289,125 @@ export class SessionForwarding {
       settled = true;
       this.session.clear(timer);
       if (err || !channel) {
-        this.forwarded.delete(socket);
+        drop();
         fail(err?.message ?? "channel open failed");
         return;
       }
       if (socket.destroyed || this.session.closing) {
-        this.forwarded.delete(socket);
+        drop();
         channel.close();
         socket.destroy();
         return;
       }
-      this.splice(channel, socket, base);
+      this.splice(channel, socket, base, drop);
     });
   }
 
-  private splice(channel: ServerChannel, socket: net.Socket, base: RelayEvents["forwarded-open"][0]): void {
+  private splice(
+    channel: ServerChannel,
+    socket: net.Socket,
+    base: RelayEvents["forwarded-open"][0],
+    drop: () => void,
+  ): void {
     const { metrics } = this.host;
     metrics.forwardedTotal.inc();
     metrics.track(socket);
     this.host.emit("forwarded-open", base);
-    void splice(channel, socket).then((r) => {
+    const done = splice(channel, socket);
+    const uncap = this.capBuffering(channel, socket);
+    void done.then((r) => {
+      uncap();
       metrics.untrack(socket);
-      this.forwarded.delete(socket);
+      drop();
       this.host.emit("forwarded-closed", {
         ...base,
         bytesIn: r.bytesIn,
         bytesOut: r.bytesOut,
         ...(r.error ? { error: r.error.message } : {}),
       });
+    });
+  }
+
+  /**
+   * Bounds what the relay queues toward the agent for one connection (and
+   * the session). splice pauses the socket only when channel.write returns
+   * false, at ssh2's 2 MiB highWaterMark; this listener, after splice's own,
+   * pauses it earlier and resumes it when an empty write's callback says the
+   * queue has reached the transport (the trick splice uses before EOF). It
+   * also pauses it while the session's socket has more than
+   * TRANSPORT_BACKLOG unsent, until that socket drains.
+   */
+  private capBuffering(channel: ServerChannel, socket: net.Socket): () => void {
+    const limits = this.host.options.limits as RelayLimits & BufferLimits;
+    const perChannel = limits.maxBufferedPerChannel ?? DEFAULT_MAX_BUFFERED_PER_CHANNEL;
+    const perSession = limits.maxBufferedPerSession ?? DEFAULT_MAX_BUFFERED_PER_SESSION;
+    let counted = 0; // this channel's part of this.queued
+    let waitingQueue = false;
+    let waitingTransport = false;
+    let stopped = false;
+    const account = () => {
+      const n = stopped ? 0 : channel.writableLength;
+      this.queued += n - counted;
+      counted = n;
+    };
+    const resume = () => {
+      if (!waitingQueue && !waitingTransport && !stopped && !socket.destroyed) socket.resume();
+    };
+    const wakeTransport = () => {
+      waitingTransport = false;
+      resume();
+    };
+    const onData = () => {
+      account();
+      if (stopped || channel.destroyed || channel.writableEnded) return;
+      const transport = this.session.socket;
+      if (
+        !waitingTransport &&
+        transport &&
+        !transport.destroyed &&
+        transport.writableLength > TRANSPORT_BACKLOG
+      ) {
+        waitingTransport = true;
+        socket.pause();
+        this.waitForTransport(transport, wakeTransport);
+      }
+      if (waitingQueue || counted === 0) return;
+      if (counted <= perChannel && this.queued <= perSession) return;
+      waitingQueue = true;
+      socket.pause();
+      channel.write(EMPTY, () => {
+        waitingQueue = false;
+        account();
+        resume();
+      });
+    };
+    const stop = () => {
+      if (stopped) return;
+      stopped = true;
+      socket.removeListener("data", onData);
+      channel.removeListener("close", stop);
+      this.transportWaiters.delete(wakeTransport);
+      account();
+    };
+    socket.on("data", onData);
+    // After the peer's CLOSE, splice resumes the socket to discard what
+    // remains; nothing more is queued.
+    channel.once("close", stop);
+    return stop;
+  }
+
+  private waitForTransport(transport: net.Socket, wake: () => void): void {
+    this.transportWaiters.add(wake);
+    if (this.transportHooked) return;
+    this.transportHooked = true;
+    // writableLength past the highWaterMark means a write returned false, so
+    // 'drain' comes once the agent has read the backlog; if the connection
+    // dies instead, the session destroys every forwarded socket.
+    transport.once("drain", () => {
+      this.transportHooked = false;
+      const waiters = [...this.transportWaiters];
+      this.transportWaiters.clear();
+      for (const w of waiters) w();
     });
   }
 }

@@ -120,3 +120,23 @@ export function checkListen(
     return `bind address "${target.requested}" is not loopback: needs permitlisten or --gateway-ports`;
   return undefined;
 }
+
+/**
+ * Where a permitted request actually listens. Without gateway ports this is
+ * loopback whatever the client asked, as sshd does with `GatewayPorts no`
+ * (OpenSSH channels.c channel_fwd_bind_addr: on the server side, unless
+ * gateway_ports is set, only a literal "127.0.0.1" or "::1" is kept and every
+ * other address becomes the loopback default). permitlisten was matched
+ * against what the client asked (checkListen above), so `permitlisten="*:9002"`
+ * admits `-R *:9002:...` but, without --gateway-ports, on loopback only
+ * (before: every interface, issue 12 item 7). `requested` is kept: the
+ * forwarded-tcpip channels must name the address as the client sent it.
+ */
+export function listenTarget(target: BindTarget, gatewayPorts: boolean): BindTarget {
+  if (gatewayPorts || target.scope === "loopback") return target;
+  return {
+    requested: target.requested,
+    scope: "loopback",
+    hosts: [{ host: "127.0.0.1" }, { host: "::1", optional: true }],
+  };
+}

@@ -43,9 +43,32 @@ const LEVEL_NAMES: Record<number, string> = {
 };
 const OMIT = new Set(["level", "time", "msg", "pid", "hostname", "event"]);
 
+/**
+ * Control characters a terminal or a line-based log shipper would act on:
+ * C0 (newline, carriage return, ESC...), DEL, C1, and the Unicode line and
+ * paragraph separators. Peers choose some of what is logged (a pre-auth
+ * disconnect description, a tcpip-forward bind address), and a raw newline
+ * there let a client forge a whole line such as
+ * `19:99:99.000 INFO session 1 opened: SHA256:FORGED` (issue 12 item 6).
+ */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is the point
+const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g;
+const NAMED: Record<string, string> = { "\n": "\\n", "\r": "\\r", "\t": "\\t" };
+
+/** `s` with every control character written as `\n`, `\r`, `\t` or `\xHH` / `\uHHHH`. */
+export function escapeControl(s: string): string {
+  return s.replace(CONTROL, (c) => {
+    const named = NAMED[c];
+    if (named) return named;
+    const code = c.charCodeAt(0);
+    return code <= 0xff ? `\\x${code.toString(16).padStart(2, "0")}` : `\\u${code.toString(16)}`;
+  });
+}
+
 function formatValue(v: unknown): string {
-  if (typeof v === "string") return /[\s"=]/.test(v) ? JSON.stringify(v) : v;
-  return JSON.stringify(v);
+  // JSON.stringify escapes C0 but not DEL, C1 or U+2028/9: escape what is left.
+  if (typeof v === "string") return /[\s"=]/.test(v) ? escapeControl(JSON.stringify(v)) : escapeControl(v);
+  return escapeControl(JSON.stringify(v) ?? String(v));
 }
 
 /** One pino JSON record → `HH:MM:SS.mmm LEVEL message key=value ...`. */
@@ -61,7 +84,7 @@ export function textLine(json: string): string {
   const extras = Object.entries(rec)
     .filter(([k, v]) => !OMIT.has(k) && v !== undefined)
     .map(([k, v]) => `${k}=${formatValue(v)}`);
-  return `${time} ${level.padEnd(5)} ${String(rec.msg ?? "")}${extras.length ? ` ${extras.join(" ")}` : ""}\n`;
+  return `${time} ${level.padEnd(5)} ${escapeControl(String(rec.msg ?? ""))}${extras.length ? ` ${extras.join(" ")}` : ""}\n`;
 }
 
 export function createLogger(opts: LoggerOptions): Logger {
@@ -89,4 +112,78 @@ export function createLogger(opts: LoggerOptions): Logger {
 /** A logger that drops everything, for library users who pass none. */
 export function silentLogger(): Logger {
   return pino({ level: "silent" });
+}
+
+/** One key's repeats, when its window ends: what was logged first, and how many were held back. */
+export interface Repeats<T> {
+  key: string;
+  first: T;
+  count: number;
+}
+
+export interface RepeatCollapserOptions {
+  /** How long after a line its repeats are only counted. */
+  windowMs: number;
+  /** Keys tracked at once; past it the oldest window is ended early (memory stays bounded). */
+  maxKeys: number;
+  now?: () => number;
+}
+
+/**
+ * Collapses repeated log lines: the first line of a key is logged, its
+ * repeats within `windowMs` are only counted, and when the window ends the
+ * count comes back as one summary. Made for a flood such as one address
+ * holding a session's channel limit, which logged 745 identical WARN lines
+ * in a few seconds (issue 12 item 8). Memory: at most `maxKeys` entries.
+ */
+export class RepeatCollapser<T> {
+  private readonly entries = new Map<string, { start: number; first: T; count: number }>();
+  private readonly now: () => number;
+
+  constructor(private readonly opts: RepeatCollapserOptions) {
+    this.now = opts.now ?? Date.now;
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  /**
+   * Records one occurrence of `key`. `log` says whether to write it now;
+   * `ended` holds the summaries of windows this call closed (this key's
+   * expired one, or the oldest when the table was full), to write first.
+   */
+  admit(key: string, sample: T): { log: boolean; ended: Repeats<T>[] } {
+    const t = this.now();
+    const ended: Repeats<T>[] = [];
+    const e = this.entries.get(key);
+    if (e) {
+      if (t - e.start < this.opts.windowMs) {
+        e.count++;
+        return { log: false, ended };
+      }
+      this.entries.delete(key);
+      if (e.count > 0) ended.push({ key, first: e.first, count: e.count });
+    }
+    ended.push(...this.flush());
+    while (this.entries.size >= this.opts.maxKeys) {
+      const [oldKey, old] = this.entries.entries().next().value as [string, { first: T; count: number }];
+      this.entries.delete(oldKey);
+      if (old.count > 0) ended.push({ key: oldKey, first: old.first, count: old.count });
+    }
+    this.entries.set(key, { start: t, first: sample, count: 0 });
+    return { log: true, ended };
+  }
+
+  /** Ends the windows that are over (all of them with `all`), returning those with repeats. */
+  flush(all = false): Repeats<T>[] {
+    const t = this.now();
+    const ended: Repeats<T>[] = [];
+    for (const [key, e] of this.entries) {
+      if (!all && t - e.start < this.opts.windowMs) continue;
+      this.entries.delete(key);
+      if (e.count > 0) ended.push({ key, first: e.first, count: e.count });
+    }
+    return ended;
+  }
 }
