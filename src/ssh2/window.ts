@@ -33,9 +33,12 @@
  *   undrained): a slow consumer does not need a big window;
  * - W is capped at 16 MiB, 15 MiB toward OpenSSH >= 8.8 (HPN-SSH found
  *   larger windows pathological there), and every byte of W above 2 MiB is
- *   reserved from a per-session and a process-wide budget: with the budget
- *   spent, windows stay where they are, so memory stays bounded however
- *   many channels grow.
+ *   reserved from a per-session (64 MiB) and a process-wide (256 MiB)
+ *   budget: with a budget spent a window cannot grow, and past three
+ *   quarters of one, windows larger than twice what their channel drains
+ *   per round trip shrink back toward 2 MiB. Memory stays bounded however
+ *   many channels grow: 2 MiB per channel, as with ssh2 alone, plus the
+ *   budgets.
  *
  * Like every file in src/ssh2/, this degrades to doing nothing when ssh2's
  * internals are not there; ./hooks.ts reports whether it is live.
@@ -368,7 +371,17 @@ function follow(ch: ChannelInternals, m: Managed): void {
   const perRtt = ((drained - m.drained0) * rtt) / elapsed;
   m.t0 = now;
   m.drained0 = drained;
-  if (2 * perRtt > m.window) resize(m, Math.min(session.cap ?? policy.maxWindow, Math.ceil(2 * perRtt)));
+  const want = Math.ceil(2 * perRtt);
+  if (want > m.window) resize(m, Math.min(session.cap ?? policy.maxWindow, want));
+  else if (want < m.window && underPressure(session)) resize(m, Math.max(SSH2_WINDOW, want));
+}
+
+/**
+ * Three quarters of a budget reserved: channels that drain less than their
+ * window per round trip give the rest back, so a growing one can have it.
+ */
+function underPressure(session: SessionState): boolean {
+  return processReserved * 4 > policy.processBudget * 3 || session.reserved * 4 > policy.sessionBudget * 3;
 }
 
 /**
