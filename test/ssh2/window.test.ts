@@ -6,11 +6,14 @@
  */
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import net from "node:net";
+import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import ssh2, { type Client, type ClientChannel } from "ssh2";
+import { openTunnel, parseRemoteForward } from "../../src/index.js";
 import { RevtunError } from "../../src/shared/errors.js";
+import { connectionHooks } from "../../src/ssh2/hooks.js";
 import {
   applyWindowPolicy,
   channelWindow,
@@ -20,7 +23,9 @@ import {
   setWindowPolicy,
 } from "../../src/ssh2/window.js";
 import { DelayProxy } from "../helpers/delay-proxy.js";
+import { echoServer, exchange } from "../helpers/net.js";
 import { type Key, nextEvent, RelayFixture, sleep, withTimeout } from "../helpers/relay.js";
+import { Sshd } from "../helpers/sshd.js";
 
 const MiB = 1024 * 1024;
 const sha = (b: Buffer | Buffer[]) => {
@@ -124,7 +129,11 @@ describe("receive windows", () => {
     // The agent's side of the same check: a Client with the default action,
     // fed by an ssh2 server that ignores the window it was granted.
     const hostKey = readFileSync(key.file);
+    const live = (o: Client | ssh2.Connection) =>
+      connectionHooks(o).find((h) => h.name === "receive-window")?.live;
+    let serverLive: boolean | undefined;
     const server = new ssh2.Server({ hostKeys: [hostKey] }, (conn) => {
+      serverLive = live(conn);
       conn.on("error", () => {});
       conn.on("authentication", (ctx) => ctx.accept());
       conn.on("ready", () => {
@@ -156,6 +165,8 @@ describe("receive windows", () => {
         password: "x",
       });
       const err = await withTimeout(failed, 5_000, "window error");
+      assert.equal(live(c), true, "receive-window hook not live on a Client");
+      assert.equal(serverLive, true, "receive-window hook not live on a server Connection");
       assert.ok(err instanceof RevtunError && err.code === "PROTOCOL", String(err));
       assert.match(err.message, /peer sent \d+ bytes beyond the window of channel 0/);
       await withTimeout(closed, 5_000, "client close");
@@ -253,6 +264,46 @@ describe("receive windows", () => {
       channel.end();
     } finally {
       await proxy.close();
+    }
+  });
+
+  test("toward OpenSSH 8.8 or later the agent's window stops at 15 MiB (100 ms round trip)", async (t) => {
+    const sshd = await Sshd.start();
+    const proxy = await DelayProxy.start(sshd.port, 50);
+    const echo = await echoServer();
+    const knownHosts = join(sshd.dir, "known_hosts_proxy");
+    writeFileSync(knownHosts, `[127.0.0.1]:${proxy.port} ${sshd.hostKeyPub()}\n`);
+    const tunnel = await openTunnel({
+      ...sshd.tunnelLogin(),
+      port: proxy.port,
+      knownHostsFiles: [knownHosts],
+      forwards: [parseRemoteForward(`127.0.0.1:0:127.0.0.1:${echo.port}`)],
+    });
+    let maxReserved = 0;
+    const sampler = setInterval(() => {
+      maxReserved = Math.max(maxReserved, reservedWindowBytes());
+    }, 5);
+    try {
+      const port = await withTimeout(
+        new Promise<number>((resolve) => tunnel.on("forward-bound", (e) => resolve(e.port ?? 0))),
+        10_000,
+        "forward-bound",
+      );
+      const payload = randomBytes(48 * MiB);
+      const back = await exchange(port, payload, "127.0.0.1", 30_000);
+      assert.equal(sha(back), sha(payload));
+      t.diagnostic(`largest reservation ${maxReserved} bytes above 2 MiB`);
+      assert.ok(maxReserved > 0, "the window never grew");
+      assert.ok(
+        maxReserved <= DEFAULT_WINDOW_POLICY.maxWindowOpenSSH - SSH2_WINDOW,
+        `reserved ${maxReserved}`,
+      );
+    } finally {
+      clearInterval(sampler);
+      await tunnel.close(0);
+      await echo.close();
+      await proxy.close();
+      await sshd.close();
     }
   });
 
