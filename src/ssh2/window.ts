@@ -120,6 +120,7 @@ export function reservedWindowBytes(): number {
 // ---- ssh2 internals ---------------------------------------------------------------
 
 interface ChannelInternals {
+  type?: string;
   readableLength: number;
   incoming: { id: number; window: number };
   outgoing: { id: number; state: string };
@@ -175,6 +176,8 @@ interface SessionState {
 interface Managed {
   session: SessionState;
   window: number;
+  /** The largest window so far: what the peer may hold credit for after a shrink. */
+  peak: number;
   reserved: number;
   /** Bytes pushed into the channel so far. */
   received: number;
@@ -289,8 +292,9 @@ function wrap(owner: OwnerInternals & Client, options: WindowHookOptions): void 
         ssh2ExtData(p, recipient, data, type);
         return;
       }
-      // A tcpip channel has no stderr and nobody reads it: count the bytes
-      // against the window and let them go, as drained.
+      // Extended data is stderr, which only session channels (not managed)
+      // carry; nobody reads it here: count it against the window and let it
+      // go, as drained.
       ch.incoming.window -= data.length;
       credit(ch, m, proto);
     };
@@ -320,13 +324,22 @@ function manage(
 ): Managed | null {
   let m = managed.get(ch);
   if (m !== undefined) return m;
-  // Only channels ssh2 has not adjusted yet: their credit is what ssh2 advertised.
-  if (!policy.enabled || ch.incoming.window > SSH2_WINDOW) {
+  // Only channels ssh2 has not adjusted yet (their credit is what ssh2
+  // advertised), and not session channels, whose stderr ssh2 must keep.
+  if (!policy.enabled || ch.incoming.window > SSH2_WINDOW || ch.type === "session") {
     managed.set(ch, null);
     return null;
   }
   capFor(session, proto);
-  m = { session, window: SSH2_WINDOW, reserved: 0, received: 0, t0: Date.now(), drained0: 0 };
+  m = {
+    session,
+    window: SSH2_WINDOW,
+    peak: SSH2_WINDOW,
+    reserved: 0,
+    received: 0,
+    t0: Date.now(),
+    drained0: 0,
+  };
   managed.set(ch, m);
   const state = m;
   // Drained = handed to the consumer: every chunk leaves a Readable through
@@ -445,6 +458,7 @@ function resize(m: Managed, target: number): void {
   m.session.reserved += delta;
   processReserved += delta;
   m.window = SSH2_WINDOW + m.reserved;
+  if (m.window > m.peak) m.peak = m.window;
 }
 
 /** Grants what has been drained, keeping credit + undrained bytes <= the window. */
@@ -458,9 +472,12 @@ function credit(ch: ChannelInternals, m: Managed, proto: OwnerInternals["_protoc
 }
 
 /**
- * A managed channel's current target window in bytes (credit plus undrained
- * bytes never exceed it); undefined for a channel the policy does not manage.
+ * A managed channel's current target window in bytes, and the largest it has
+ * been (credit plus undrained bytes never exceed the peak: a shrink takes
+ * effect as granted bytes arrive); undefined for a channel the policy does
+ * not manage.
  */
-export function channelWindow(channel: object): number | undefined {
-  return managed.get(channel)?.window;
+export function channelWindow(channel: object): { window: number; peak: number } | undefined {
+  const m = managed.get(channel);
+  return m ? { window: m.window, peak: m.peak } : undefined;
 }

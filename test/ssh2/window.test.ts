@@ -13,6 +13,7 @@ import { after, before, describe, test } from "node:test";
 import ssh2, { type Client, type ClientChannel } from "ssh2";
 import { openTunnel, parseRemoteForward } from "../../src/index.js";
 import { RevtunError } from "../../src/shared/errors.js";
+import { splice } from "../../src/shared/splice.js";
 import { connectionHooks } from "../../src/ssh2/hooks.js";
 import {
   applyWindowPolicy,
@@ -185,7 +186,7 @@ describe("receive windows", () => {
     const started = Date.now();
     channel.on("data", (d: Buffer) => {
       chunks.push(d);
-      maxWindow = Math.max(maxWindow, channelWindow(channel) ?? 0);
+      maxWindow = Math.max(maxWindow, channelWindow(channel)?.window ?? 0);
     });
     await withTimeout(new Promise((r) => channel.once("end", r)), 20_000, "download end");
     const ms = Date.now() - started;
@@ -237,32 +238,58 @@ describe("receive windows", () => {
     }
   });
 
-  test("a stalled consumer never holds more than its window; it then drains byte-exact", async () => {
+  test("a stalled target behind the splice holds no more than the window; it then drains byte-exact", async () => {
+    // The agent's data path: channel -> splice -> local socket, to a target
+    // that stops reading. The kernel's socket buffers take what they take;
+    // what this process holds is the channel's readable buffer and the
+    // socket's write buffer, and that must stay within the window.
+    let target: net.Socket | undefined;
+    const got: Buffer[] = [];
+    const server = net.createServer({ allowHalfOpen: true }, (s) => {
+      target = s;
+      s.pause();
+      s.on("data", (d: Buffer) => got.push(d));
+      s.once("end", () => s.end());
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
     const proxy = await DelayProxy.start(f.port, 5);
     try {
       const c = await login(proxy.port);
       const { user, channel } = await forwarded(c);
-      channel.pause();
-      const payload = randomBytes(16 * MiB);
+      const local = net.connect({ host: "127.0.0.1", port: (server.address() as net.AddressInfo).port });
+      const spliced = splice(channel, local);
+      const payload = randomBytes(64 * MiB);
       user.end(payload);
-      // Let the sender fill whatever it was granted.
-      let last = -1;
-      for (let i = 0; i < 40 && channel.readableLength !== last; i++) {
-        last = channel.readableLength;
+      let held = -1;
+      let maxHeld = 0;
+      let maxWindow = 0;
+      // Sample until what is held stops changing (the sender is out of credit).
+      for (let i = 0; i < 50; i++) {
         await sleep(100);
+        const now = channel.readableLength + local.writableLength;
+        maxHeld = Math.max(maxHeld, now);
+        maxWindow = channelWindow(channel)?.peak ?? 0;
+        if (now === held && now > 0) break;
+        held = now;
       }
-      const window = channelWindow(channel) ?? 0;
-      const held = channel.readableLength;
-      assert.ok(window >= SSH2_WINDOW && window <= DEFAULT_WINDOW_POLICY.maxWindow, `window ${window}`);
-      assert.ok(held <= window + 32 * 1024, `${held} bytes held with a ${window}-byte window`);
-      assert.ok(held < payload.length, "everything arrived: the window did not hold");
-      const chunks: Buffer[] = [];
-      channel.on("data", (d: Buffer) => chunks.push(d));
-      channel.resume();
-      await withTimeout(new Promise((r) => channel.once("end", r)), 20_000, "drain");
-      assert.equal(sha(chunks), sha(payload));
-      channel.end();
+      assert.ok(
+        maxWindow >= SSH2_WINDOW && maxWindow <= DEFAULT_WINDOW_POLICY.maxWindow,
+        `window ${maxWindow}`,
+      );
+      assert.ok(maxHeld > 0, "nothing was held: the target did not stall");
+      assert.ok(maxHeld <= maxWindow + 64 * 1024, `${maxHeld} bytes held with a ${maxWindow}-byte window`);
+      target?.resume();
+      const r = await withTimeout(spliced, 20_000, "splice end");
+      assert.equal(r.error, undefined);
+      await withTimeout(
+        new Promise<void>((res) => (target?.readableEnded ? res() : target?.once("end", () => res()))),
+        5_000,
+        "target end",
+      );
+      assert.equal(sha(got), sha(payload));
     } finally {
+      target?.destroy();
+      server.close();
       await proxy.close();
     }
   });
