@@ -19,6 +19,7 @@ import { splice } from "../shared/splice.js";
 import { connectionHooks, type HookStatus } from "../ssh2/hooks.js";
 import { poolPadding } from "../ssh2/padding-pool.js";
 import { keepaliveReset, remoteVersion, sendIgnore } from "../ssh2/transport.js";
+import { applyWindowPolicy } from "../ssh2/window.js";
 import { batchWrites } from "../ssh2/write-batching.js";
 import { cipherList, hostKeyOrder } from "./algorithms.js";
 import { Authenticator } from "./authenticator.js";
@@ -212,6 +213,7 @@ export class Session extends EventEmitter<SessionEvents> {
         this.onClose();
       });
       poolPadding(this.client);
+      applyWindowPolicy(this.client);
       this.client.on("hostkeys", () => sendIgnore(this.client));
       try {
         this.client.connect(config);

@@ -10,6 +10,7 @@ import type { Connection } from "ssh2";
 import { formatEndpoint } from "../shared/address.js";
 import { OPEN_FAILURE, rejectChannelOpen } from "../ssh2/channel-open-failure.js";
 import { poolPadding } from "../ssh2/padding-pool.js";
+import { applyWindowPolicy } from "../ssh2/window.js";
 import { normalizeIp } from "./address-match.js";
 import { type AuthHost, SessionAuthentication } from "./authentication.js";
 import type { AuthorizedKey } from "./authorized-keys.js";
@@ -141,6 +142,7 @@ export class RelaySession {
       this.auth.handle(ctx);
     });
     poolPadding(conn);
+    applyWindowPolicy(conn, { onViolation: (reason) => this.close(reason) });
     conn.on("ready", () => this.ready());
     conn.on("session", (_accept, reject) => this.refuseChannel(reject, "session", NO_SHELL));
     conn.on("tcpip", (_accept, reject) => this.refuseChannel(reject, "direct-tcpip", NO_LOCAL));

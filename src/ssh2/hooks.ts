@@ -10,6 +10,7 @@
  */
 import ssh2, { type Client, type Connection } from "ssh2";
 import { sendPacket } from "./transport.js";
+import { windowHookLive } from "./window.js";
 
 export interface HookStatus {
   name: string;
@@ -55,6 +56,11 @@ export function connectionHooks(owner: Client | Connection): HookStatus[] {
       "sendPacket() and Protocol#_packetRW.write",
     ),
     hook("padding-pool", typeof proto?._cipher?.allocPacket === "function", "Protocol#_cipher.allocPacket"),
+    hook(
+      "receive-window",
+      windowHookLive(owner),
+      "Client#_chanMgr, Protocol#_handlers.CHANNEL_DATA and Protocol#channelWindowAdjust",
+    ),
     ...(isClient
       ? [
           hook("keepalive-reset", typeof o._resetKA === "function", "Client#_resetKA"),
