@@ -111,6 +111,7 @@ function render() {
     tr.dataset.sessionId = String(s.sessionId);
     if (s.connections > 0) tr.className = "busy";
     cell(tr, s.keyComment || "(no comment)", "name");
+    cell(tr, s.connections > 0 ? "in use" : "idle", "state");
     cell(tr, s.fingerprint.replace(/^SHA256:/, "").slice(0, 12), "fp", s.fingerprint);
     cell(tr, s.username);
     cell(tr, s.peer);

@@ -166,6 +166,11 @@ export function startAdminServer(opts: AdminServerOptions): Promise<AdminServer>
       res.end(`${JSON.stringify(h)}\n`);
       return;
     }
+    // Browsers ask for it on their own; a 401 or 404 would be an error in their console.
+    if (path === "/favicon.ico") {
+      res.writeHead(204, PAGE_HEADERS).end();
+      return;
+    }
     const asset = assets.get(path);
     // The page itself is public (it holds no data); everything it fetches is not.
     if (asset) {
