@@ -106,7 +106,7 @@ class EventClient {
 
 async function withAdmin(
   fn: (f: RelayFixture, admin: AdminServer) => Promise<void>,
-  opts: { token?: string; heartbeatMs?: number; maxQueueBytes?: number } = {},
+  opts: { token?: string; heartbeatMs?: number; maxQueueBytes?: number; maxEventClients?: number } = {},
   keys: (f: RelayFixture) => string[] = () => [],
 ): Promise<void> {
   const f = new RelayFixture();
@@ -288,6 +288,21 @@ describe("relay admin API", () => {
         reader.close();
       },
       { maxQueueBytes: 64 * 1024 },
+    ));
+
+  test("event clients beyond the limit get 503", () =>
+    withAdmin(
+      async (_f, admin) => {
+        const port = admin.address.port;
+        const a = new EventClient(port);
+        const b = new EventClient(port);
+        await Promise.all([a.ready, b.ready]);
+        const c = new EventClient(port);
+        await c.ready;
+        assert.deepEqual([a.status, b.status, c.status], [200, 200, 503]);
+        for (const x of [a, b, c]) x.close();
+      },
+      { maxEventClients: 2 },
     ));
 
   test("with a token, every path but / and /healthz answers 401 without it or with a wrong one", () =>

@@ -52,6 +52,8 @@ export interface AdminServerOptions {
   heartbeatMs?: number;
   /** Bytes queued for one event client before it is dropped (default 1 MiB). */
   maxQueueBytes?: number;
+  /** Event-stream clients at once; more get 503 (default 64: with maxQueueBytes, 64 MiB at worst). */
+  maxEventClients?: number;
 }
 
 export interface AdminServer {
@@ -146,6 +148,7 @@ export function startAdminServer(opts: AdminServerOptions): Promise<AdminServer>
   const on = relay.on as (e: RelayEventName, fn: (x: unknown) => void) => Relay;
   const off = relay.off as (e: RelayEventName, fn: (x: unknown) => void) => Relay;
   for (const [name, fn] of listeners) on.call(relay, name, fn);
+  const maxEventClients = opts.maxEventClients ?? 64;
   const health =
     opts.health ??
     (() => ({
@@ -193,6 +196,11 @@ export function startAdminServer(opts: AdminServerOptions): Promise<AdminServer>
       return;
     }
     if (path === "/api/events") {
+      if (hub.size >= maxEventClients) {
+        res.writeHead(503, { "content-type": "text/plain", "retry-after": "10" });
+        res.end(`too many event clients (limit ${maxEventClients})\n`);
+        return;
+      }
       hub.add(req, res);
       return;
     }
@@ -218,6 +226,8 @@ export function startAdminServer(opts: AdminServerOptions): Promise<AdminServer>
   server.headersTimeout = 10_000;
   server.requestTimeout = 10_000;
   server.maxHeadersCount = 50;
+  // An operator's browser, a scraper and a few scripts: a few hundred sockets is plenty.
+  server.maxConnections = 256;
 
   const teardown = () => {
     for (const [name, fn] of listeners) off.call(relay, name, fn);
