@@ -183,6 +183,11 @@ async function follow() {
   for (;;) {
     try {
       const res = await api("/api/events");
+      if (res.status === 401) {
+        // Asking again every few seconds would only nag: a reload asks once more.
+        setStatus("token required or refused: reload, or open the page with #token=…", "down");
+        return;
+      }
       if (!res.ok) throw new Error(`/api/events: HTTP ${res.status}`);
       setStatus("live", "live");
       delay = 500;

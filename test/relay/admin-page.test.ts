@@ -236,6 +236,34 @@ describe("relay admin page in headless chromium", () => {
     assert.deepEqual(errors, []);
   });
 
+  test("without #token= the page prompts for the token once; a refused one is said so", async () => {
+    const page = await ctx.newPage();
+    const asked: string[] = [];
+    let answer = TOKEN;
+    page.on("dialog", (d) => {
+      asked.push(d.message());
+      void d.accept(answer);
+    });
+    await page.goto(`http://127.0.0.1:${admin.address.port}/`);
+    await waitRows(page, 1, 5_000);
+    assert.ok(asked.length >= 1 && asked.every((m) => m === "revtun relay admin token"), asked.join("|"));
+    await page.close();
+
+    const wrong = await ctx.newPage();
+    answer = "not-the-token";
+    await wrong.goto(`http://127.0.0.1:${admin.address.port}/`);
+    await wrong.waitForFunction(
+      () => document.querySelector("#status")?.textContent?.startsWith("token required or refused") === true,
+      undefined,
+      {
+        timeout: 5_000,
+        polling: 20,
+      },
+    );
+    assert.equal(await wrong.locator("#sessions tbody tr").count(), 0);
+    await wrong.close();
+  });
+
   test("50 devices: all listed within 2 s of loading, a disconnect shown within 2 s", async () => {
     const rest = devices.slice(1);
     // Connected a few at a time: 50 handshakes at once on a 2-core machine only queue.
