@@ -6,6 +6,7 @@
  */
 
 import type { Endpoint } from "../shared/address.js";
+import { formatHostPort } from "../shared/address.js";
 import { RevtunError } from "../shared/errors.js";
 
 /** Where the server listens. `address` undefined means ssh's default (loopback). */
@@ -132,5 +133,5 @@ export function formatBind(bind: BindSpec): string {
   if (bind.kind === "unix") return bind.path;
   const a = bind.address;
   if (a === undefined) return String(bind.port);
-  return `${a.includes(":") ? `[${a}]` : a}:${bind.port}`;
+  return formatHostPort(a, bind.port);
 }

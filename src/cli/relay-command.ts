@@ -6,6 +6,7 @@
  * 255 when the relay cannot run.
  */
 import { type ParseArgsConfig, parseArgs } from "node:util";
+import { type AdminServer, isLoopback, startAdminServer } from "../relay/admin/admin-server.js";
 import {
   describeRelayEvent,
   RELAY_EVENT_NAMES,
@@ -13,21 +14,26 @@ import {
   type RelayEvents,
 } from "../relay/events.js";
 import { Relay } from "../relay/relay.js";
+import { formatHostPort } from "../shared/address.js";
 import { RevtunError } from "../shared/errors.js";
 import { loadOrCreateHostKey } from "../shared/keys.js";
 import { createLogger, type LogFormat, type Logger, RepeatCollapser, type Repeats } from "../shared/log.js";
 import { type MetricsServer, parseListen } from "../shared/metrics-server.js";
 import { startMetrics } from "./metrics-endpoint.js";
-import { exitCodeFor, type Io, onSignals } from "./process.js";
+import { exitCodeFor, type Io, onSignals, readSecret } from "./process.js";
 
 export const RELAY_USAGE = `usage: revtun relay --listen [host:]port --host-key FILE --authorized-keys FILE
-                    [--metrics [host:]port] [--gateway-ports] [--max-channels N]
-                    [--log-format text|json] [-v]
+                    [--metrics [host:]port] [--admin [host:]port] [--admin-token-file FILE]
+                    [--gateway-ports] [--max-channels N] [--log-format text|json] [-v]
+       revtun relay status [--json] [--admin host:port] [--admin-token-file FILE]
 
   --listen [host:]port     where SSH clients connect (no host: all interfaces)
   --host-key FILE          host private key; an ed25519 key is generated there if missing
   --authorized-keys FILE   OpenSSH authorized_keys; reloaded on change and on SIGHUP
   --metrics [host:]port    serve /metrics and /healthz (host defaults to 127.0.0.1)
+  --admin [host:]port      serve the admin page, /api/sessions, /api/events, /metrics and
+                           /healthz (host defaults to 127.0.0.1; beyond loopback a token is required)
+  --admin-token-file FILE  bearer token for --admin (first line); or the env REVTUN_ADMIN_TOKEN
   --gateway-ports          let keys bind non-loopback addresses without a host permitlisten
   --max-channels N         forwarded connections one session may have open (default 256)
   --log-format text|json   log line format (default text)
@@ -41,6 +47,8 @@ export const RELAY_OPTIONS = {
   "host-key": { type: "string" },
   "authorized-keys": { type: "string" },
   metrics: { type: "string" },
+  admin: { type: "string" },
+  "admin-token-file": { type: "string" },
   "gateway-ports": { type: "boolean" },
   "max-channels": { type: "string" },
   "log-format": { type: "string" },
@@ -53,6 +61,8 @@ interface RelayArgs {
   hostKey: string;
   authorizedKeys: string;
   metrics?: { host: string; port: number };
+  admin?: { host: string; port: number };
+  adminTokenFile?: string;
   gatewayPorts: boolean;
   maxChannels?: number;
   logFormat: LogFormat;
@@ -88,6 +98,10 @@ export function parseRelayArgs(argv: string[]): RelayArgs | "help" {
     throw new RevtunError("USAGE", `bad --log-format "${String(format)}": expected text or json`);
   }
   const metrics = values.metrics;
+  const admin = values.admin;
+  const adminTokenFile = values["admin-token-file"];
+  if (adminTokenFile !== undefined && admin === undefined)
+    throw new RevtunError("USAGE", "--admin-token-file needs --admin");
   const maxChannelsText = values["max-channels"];
   let maxChannels: number | undefined;
   if (typeof maxChannelsText === "string") {
@@ -100,6 +114,8 @@ export function parseRelayArgs(argv: string[]): RelayArgs | "help" {
     hostKey: str("host-key"),
     authorizedKeys: str("authorized-keys"),
     ...(typeof metrics === "string" ? { metrics: parseListen(metrics, "--metrics") } : {}),
+    ...(typeof admin === "string" ? { admin: parseListen(admin, "--admin") } : {}),
+    ...(typeof adminTokenFile === "string" ? { adminTokenFile } : {}),
     gatewayPorts: values["gateway-ports"] === true,
     ...(maxChannels !== undefined ? { maxChannels } : {}),
     logFormat: format,
@@ -174,7 +190,14 @@ export function logEvents(relay: Relay, log: Logger, now: () => number = Date.no
   };
 }
 
-export async function relayCommand(argv: string[], io: Pick<Io, "stdout" | "stderr">): Promise<number> {
+export async function relayCommand(
+  argv: string[],
+  io: Pick<Io, "stdout" | "stderr"> & Partial<Pick<Io, "env">>,
+): Promise<number> {
+  if (argv[0] === "status") {
+    const { relayStatusCommand } = await import("./relay-status-command.js");
+    return relayStatusCommand(argv.slice(1), { env: {}, ...io });
+  }
   let args: RelayArgs | "help";
   try {
     args = parseRelayArgs(argv);
@@ -185,6 +208,22 @@ export async function relayCommand(argv: string[], io: Pick<Io, "stdout" | "stde
   if (args === "help") {
     io.stdout.write(RELAY_USAGE);
     return 0;
+  }
+  // The token is settled before anything starts: beyond loopback, no token, no relay.
+  let adminToken: string | undefined;
+  if (args.admin) {
+    try {
+      adminToken = (await readSecret(args.adminTokenFile, io.env?.REVTUN_ADMIN_TOKEN))?.trim() || undefined;
+      if (adminToken === undefined && !isLoopback(args.admin.host)) {
+        throw new RevtunError(
+          "USAGE",
+          `--admin ${formatHostPort(args.admin.host, args.admin.port)} is beyond loopback: give a token with --admin-token-file FILE or REVTUN_ADMIN_TOKEN`,
+        );
+      }
+    } catch (err) {
+      io.stderr.write(`revtun relay: ${(err as Error).message}\n`);
+      return exitCodeFor(err);
+    }
   }
   const log = createLogger({
     format: args.logFormat,
@@ -216,6 +255,7 @@ export async function relayCommand(argv: string[], io: Pick<Io, "stdout" | "stde
 
   let metrics: MetricsServer | undefined;
   let stopLogging: (() => void) | undefined;
+  let admin: AdminServer | undefined;
   try {
     const hostKey = await loadOrCreateHostKey(args.hostKey);
     const made = hostKey.created ? ` (generated a new ed25519 key in ${args.hostKey})` : "";
@@ -233,6 +273,20 @@ export async function relayCommand(argv: string[], io: Pick<Io, "stdout" | "stde
     });
     relay = r;
     stopLogging = logEvents(r, log);
+    // Before start, so the inventory sees every connection's bytes.
+    if (args.admin && !stopSignal) {
+      admin = await startAdminServer({
+        relay: r,
+        ...args.admin,
+        ...(adminToken !== undefined ? { token: adminToken } : {}),
+        requireToken: !isLoopback(args.admin.host),
+      });
+      const where = formatHostPort(admin.address.host, admin.address.port);
+      log.info(
+        { event: "admin-listening", ...admin.address, token: adminToken !== undefined },
+        `admin page on http://${where}/${adminToken !== undefined ? " (bearer token required)" : ""}`,
+      );
+    }
     if (!stopSignal) await r.start();
     if (args.metrics && !stopSignal) {
       metrics = await startMetrics(
@@ -255,6 +309,7 @@ export async function relayCommand(argv: string[], io: Pick<Io, "stdout" | "stde
     await relay?.close();
     stopLogging?.();
     await metrics?.close();
+    await admin?.close();
     offSignals();
   }
 }

@@ -8,7 +8,9 @@
  * already holds is that agent coming back, so the new session gets the port
  * at once; a different key asking is refused.
  */
+
 import net from "node:net";
+import { formatBindAddress, formatHostPort } from "../shared/address.js";
 import { ipBytes } from "./address-match.js";
 import type { BindTarget, ListenHost } from "./policy.js";
 
@@ -45,7 +47,7 @@ export class Binding {
   /** `address:port` as the client sees it, for messages. */
   get label(): string {
     const a = this.target.requested;
-    return `${a === "" ? "*" : a.includes(":") ? `[${a}]` : a}:${this.port || this.requestedPort}`;
+    return formatBindAddress(a, this.port || this.requestedPort);
   }
 }
 
@@ -119,9 +121,7 @@ async function listenAll(b: Binding, onConnection: (s: net.Socket) => void): Pro
     const addr = srv.address() as net.AddressInfo;
     port = addr.port;
     b.port = addr.port;
-    b.listening.push(
-      addr.address.includes(":") ? `[${addr.address}]:${addr.port}` : `${addr.address}:${addr.port}`,
-    );
+    b.listening.push(formatHostPort(addr.address, addr.port));
   }
 }
 

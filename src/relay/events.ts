@@ -3,6 +3,7 @@
  * Payloads are plain JSON-able values so a host can log them as they are;
  * `describeRelayEvent` gives each a level and one human sentence.
  */
+import { formatBindAddress as hostPort } from "../shared/address.js";
 
 /** Who a record is about: every refusal names the key (when known) and the peer. */
 export interface SessionRef {
@@ -82,11 +83,6 @@ export interface DescribedEvent {
 
 function who(r: { fingerprint?: string; peer: string }): string {
   return r.fingerprint ? `${r.fingerprint} from ${r.peer}` : r.peer;
-}
-
-function hostPort(address: string, port: number): string {
-  const a = address === "" ? "*" : address.includes(":") ? `[${address}]` : address;
-  return `${a}:${port}`;
 }
 
 const DESCRIBE: { [K in RelayEventName]: (...args: RelayEvents[K]) => DescribedEvent } = {

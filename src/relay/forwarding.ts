@@ -115,6 +115,17 @@ export class SessionForwarding {
     return this.forwarded.size;
   }
 
+  /** Bytes so far on the forwarded connections open now (in = public side into the tunnel), for the admin inventory. */
+  liveBytes(): { bytesIn: number; bytesOut: number } {
+    let bytesIn = 0;
+    let bytesOut = 0;
+    for (const s of this.forwarded) {
+      bytesIn += s.bytesRead;
+      bytesOut += s.bytesWritten;
+    }
+    return { bytesIn, bytesOut };
+  }
+
   /** A global request; those other than the forwarding ones are refused. */
   request(accept: Accept, reject: Reject, name: string, info: unknown): void {
     if (this.session.closing) {

@@ -98,6 +98,16 @@ export class RelaySession {
     return this.forwarding.openCount;
   }
 
+  /** When the TCP connection was accepted (ms since the epoch), for the admin inventory. */
+  get connectedAt(): number {
+    return this.openedAt;
+  }
+
+  /** Bytes so far on this session's open forwarded connections, for the admin inventory. */
+  liveBytes(): { bytesIn: number; bytesOut: number } {
+    return this.forwarding.liveBytes();
+  }
+
   /** A connection arrived on one of this session's ports (bindings.ts calls this). */
   onConnection(binding: Binding, socket: net.Socket): void {
     this.forwarding.onConnection(binding, socket);

@@ -15,6 +15,11 @@ export function formatHostPort(host: string, port: number | string): string {
   return `${host.includes(":") ? `[${host}]` : host}:${port}`;
 }
 
+/** A forward's bind address and port as ssh shows it: "" (all interfaces) as `*`. */
+export function formatBindAddress(address: string, port: number): string {
+  return formatHostPort(address === "" ? "*" : address, port);
+}
+
 /** ssh's name for a server: `host` on port 22, `[host]:port` otherwise (known_hosts, prompts, messages). */
 export function sshHostName(host: string, port: number): string {
   return port === 22 ? host : `[${host}]:${port}`;
