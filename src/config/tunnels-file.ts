@@ -34,6 +34,9 @@ export interface TunnelsConfig {
 
 const asText = (v: string | number | boolean) => (typeof v === "boolean" ? (v ? "yes" : "no") : String(v));
 
+/** yaml's own default, named here because the refusal quotes it. */
+const MAX_ALIAS_COUNT = 100;
+
 /** Parses and validates a tunnels file; throws one RevtunError listing every problem, one per line. */
 export function parseTunnelsConfig(text: string, file: string): TunnelsConfig {
   const lines = new LineCounter();
@@ -63,7 +66,19 @@ export function parseTunnelsConfig(text: string, file: string): TunnelsConfig {
       `${file}${line ? `:${line}` : ""}: not valid YAML: ${e?.message.split("\n")[0]}`,
     );
   }
-  const parsed = fileSchema.safeParse(doc.toJS());
+  let value: unknown;
+  try {
+    // yaml refuses past maxAliasCount expansions ("billion laughs"): 9 levels
+    // of 9 aliases would otherwise build 387 million nodes. Its error named
+    // no file and was not a RevtunError, so it exited 255.
+    value = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
+  } catch (err) {
+    throw new RevtunError(
+      "CONFIG",
+      `${file}: refused: ${(err as Error).message.split("\n")[0]} (more alias expansion than maxAliasCount ${MAX_ALIAS_COUNT} allows)`,
+    );
+  }
+  const parsed = fileSchema.safeParse(value);
   if (!parsed.success) {
     const problems = parsed.error.issues.map((i) => {
       const path = i.path.filter((p): p is string | number => typeof p !== "symbol");
