@@ -26,8 +26,9 @@ import { parseAuthorizedKeys } from "../../src/relay/authorized-keys.js";
 import { parseUserHostPort } from "../../src/shared/address.js";
 import { RevtunError } from "../../src/shared/errors.js";
 
-const RUNS = 300;
-const SEED = 20_261_201;
+// FUZZ_RUNS/FUZZ_SEED explore further by hand; the suite runs the fixed pair.
+const RUNS = Number(process.env.FUZZ_RUNS ?? 300);
+const SEED = Number(process.env.FUZZ_SEED ?? 20_261_201);
 const params = { numRuns: RUNS, seed: SEED, includeErrorInReport: true };
 
 /** JSON with everything outside printable ASCII escaped, so a report shows U+2028 and friends. */
