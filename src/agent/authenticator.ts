@@ -89,9 +89,21 @@ export class Authenticator {
     }
   };
 
+  /** Why nothing was offered: the hint "use -i" is wrong when the options switched keys off. */
+  private nothingWhy(): string {
+    const methods = this.opts.methods ?? AUTH_METHODS;
+    if (methods.includes("publickey")) return "no identity found; use -i";
+    if (methods.some((m) => m === "password" || m === "keyboard-interactive")) {
+      return this.opts.password === undefined
+        ? "publickey is off and no password given: set REVTUN_PASSWORD or --password-file"
+        : "the server accepts none of the methods the options allow";
+    }
+    return "PreferredAuthentications and the *Authentication=no options leave no method revtun can use";
+  }
+
   /** The one line a user sees when the server refused everything. */
   failure(target: string): RevtunError {
-    const offered = this.tried.length ? this.tried.join(", ") : "nothing (no identity found; use -i)";
+    const offered = this.tried.length ? this.tried.join(", ") : `nothing (${this.nothingWhy()})`;
     const server = this.serverMethods.length ? ` (server allows: ${this.serverMethods.join(",")})` : "";
     const pw = this.tried.some((t) => t === "password" || t === "keyboard-interactive")
       ? "; the password may be wrong"

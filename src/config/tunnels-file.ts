@@ -34,8 +34,31 @@ export interface TunnelsConfig {
 
 const asText = (v: string | number | boolean) => (typeof v === "boolean" ? (v ? "yes" : "no") : String(v));
 
+/**
+ * A value inside a one-line message: line breaks, control characters and
+ * U+2028/U+2029 escaped (JSON.stringify leaves the last two), so a name or
+ * value from the file can neither split the message nor reach a terminal
+ * raw. Found by test/fuzz/parsers.test.ts: a RemoteForward of "0 h:1\nz"
+ * gave a refusal whose second line named no file.
+ */
+function oneLine(text: string): string {
+  return text.replace(/[\p{Cc}\u2028\u2029]/gu, (c) =>
+    c === "\t"
+      ? c
+      : c === "\n"
+        ? "\\n"
+        : c === "\r"
+          ? "\\r"
+          : `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+  );
+}
+
+/** yaml's own default, named here because the refusal quotes it. */
+const MAX_ALIAS_COUNT = 100;
+
 /** Parses and validates a tunnels file; throws one RevtunError listing every problem, one per line. */
-export function parseTunnelsConfig(text: string, file: string): TunnelsConfig {
+export function parseTunnelsConfig(text: string, fileName: string): TunnelsConfig {
+  const file = oneLine(fileName);
   const lines = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false });
   const lineOf = (path: (string | number)[]): number | undefined => {
@@ -60,10 +83,22 @@ export function parseTunnelsConfig(text: string, file: string): TunnelsConfig {
     const line = e ? lines.linePos(e.pos[0]).line : undefined;
     throw new RevtunError(
       "CONFIG",
-      `${file}${line ? `:${line}` : ""}: not valid YAML: ${e?.message.split("\n")[0]}`,
+      `${file}${line ? `:${line}` : ""}: not valid YAML: ${oneLine(e?.message.split("\n")[0] ?? "")}`,
     );
   }
-  const parsed = fileSchema.safeParse(doc.toJS());
+  let value: unknown;
+  try {
+    // yaml refuses past maxAliasCount expansions ("billion laughs"): 9 levels
+    // of 9 aliases would otherwise build 387 million nodes. Its error named
+    // no file and was not a RevtunError, so it exited 255.
+    value = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
+  } catch (err) {
+    throw new RevtunError(
+      "CONFIG",
+      `${file}: refused: ${oneLine((err as Error).message.split("\n")[0] ?? "")} (more alias expansion than maxAliasCount ${MAX_ALIAS_COUNT} allows)`,
+    );
+  }
+  const parsed = fileSchema.safeParse(value);
   if (!parsed.success) {
     const problems = parsed.error.issues.map((i) => {
       const path = i.path.filter((p): p is string | number => typeof p !== "symbol");
@@ -71,10 +106,10 @@ export function parseTunnelsConfig(text: string, file: string): TunnelsConfig {
       const subject =
         tunnel === undefined
           ? path.length
-            ? `"${String(path[0])}"`
+            ? `"${oneLine(String(path[0]))}"`
             : "the file"
-          : `tunnel "${String(tunnel)}"${field !== undefined ? `, field ${String(field)}` : ""}`;
-      return `${where(path.length ? path : [])}: ${subject}: ${i.message}`;
+          : `tunnel "${oneLine(String(tunnel))}"${field !== undefined ? `, field ${oneLine(String(field))}` : ""}`;
+      return `${where(path.length ? path : [])}: ${subject}: ${oneLine(i.message)}`;
     });
     throw new RevtunError("CONFIG", problems.join("\n"));
   }
@@ -101,12 +136,12 @@ export function parseTunnelsConfig(text: string, file: string): TunnelsConfig {
         canonical.push([canonicalName(field), values]);
       } catch (err) {
         problems.push(
-          `${where(["tunnels", name, field])}: tunnel "${name}", field ${field}: ${(err as Error).message}`,
+          `${where(["tunnels", name, field])}: tunnel "${oneLine(name)}", field ${oneLine(field)}: ${oneLine((err as Error).message)}`,
         );
       }
     }
     if (!ssh.remoteForward?.length) {
-      problems.push(`${where(["tunnels", name])}: tunnel "${name}": no RemoteForward`);
+      problems.push(`${where(["tunnels", name])}: tunnel "${oneLine(name)}": no RemoteForward`);
     }
     canonical.sort(([a], [b]) => a.localeCompare(b));
     tunnels.push({ name, ssh, fingerprint: JSON.stringify(canonical) });

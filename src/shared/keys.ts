@@ -88,6 +88,15 @@ export async function loadOrCreateHostKey(
   if (key instanceof Error) {
     throw new RevtunError("CONFIG", `host key ${file} is not a private key ssh2 can read: ${key.message}`);
   }
+  // ssh2 parses a .pub line too; the relay would print its fingerprint and
+  // only fail when ssh2's server refused it (issue 12 item 12).
+  if (!key.isPrivateKey()) {
+    const priv = file.endsWith(".pub") ? file.slice(0, -".pub".length) : "";
+    throw new RevtunError(
+      "CONFIG",
+      `host key ${file} is a public key; give the private key file${priv ? ` (${priv})` : ""}`,
+    );
+  }
   const blob = key.getPublicSSH();
   return {
     privateKey,
