@@ -18,8 +18,10 @@ import net from "node:net";
 import { dirname } from "node:path";
 import ssh2, { type Connection } from "ssh2";
 import { formatEndpoint } from "../shared/address.js";
+import { boundRecord } from "../shared/bounded-text.js";
 import { RevtunError } from "../shared/errors.js";
 import { normalizeIp } from "./address-match.js";
+import { SourcePenalties } from "./authentication.js";
 import { type AuthorizedKeys, parseAuthorizedKeys } from "./authorized-keys.js";
 import { type Binding, BindingTable, type BindOutcome, type ReleaseReason } from "./bindings.js";
 import type { RelayEvents } from "./events.js";
@@ -54,6 +56,7 @@ export class Relay extends EventEmitter<RelayEvents> {
   private state: "new" | "starting" | "listening" | "closing" | "closed" = "new";
   private bound: { host: string; port: number } | undefined;
   private readonly host: SessionHost;
+  private readonly penalties: SourcePenalties;
 
   constructor(options: RelayOptions) {
     super();
@@ -68,7 +71,21 @@ export class Relay extends EventEmitter<RelayEvents> {
       }),
       options.registry,
     );
+    this.penalties = new SourcePenalties({
+      stepMs: this.options.authPenaltyStepMs,
+      maxMs: this.options.authPenaltyMaxMs,
+      decayMs: this.options.authPenaltyDecayMs,
+      maxSources: this.options.limits.maxTrackedSources,
+    });
     this.host = this.sessionHost();
+  }
+
+  /**
+   * Every record leaves bounded (src/shared/bounded-text.ts): user names,
+   * bind addresses, method names and error texts come from the peer.
+   */
+  override emit<K extends keyof RelayEvents>(name: K, ...args: RelayEvents[K]): boolean {
+    return (super.emit as (n: K, ...a: unknown[]) => boolean)(name, ...args.map(boundRecord));
   }
 
   get registry() {
@@ -104,6 +121,16 @@ export class Relay extends EventEmitter<RelayEvents> {
           // keepaliveCountMax unanswered ones (lib/server.js).
           keepaliveInterval: this.options.keepaliveIntervalMs || NEVER_MS,
           keepaliveCountMax: this.options.keepaliveCountMax,
+          // No compression at all. ssh2 inflates without an output bound
+          // (lib/protocol/zlib.js ZlibPacketReader; crypto.js's packet-size
+          // check is on the compressed length, its TODO says so), and it
+          // offered plain zlib before authentication: 138 KB from an
+          // unauthenticated peer became 120 MB of log and 463 MB RSS, and
+          // 3 MB of compressed IGNORE packets cost 2.6 CPU s (issue 12).
+          // zlib@openssh.com only starts after authentication but is just as
+          // unbounded for an authorized key, and tunnelled traffic is mostly
+          // already compressed or encrypted, so nothing is lost.
+          algorithms: { compress: ["none"] },
         },
         (conn, info) => this.onSshConnection(conn, info.ip, info.port),
       );
@@ -262,12 +289,12 @@ export class Relay extends EventEmitter<RelayEvents> {
     }
     socket.setNoDelay(true);
     socket.setKeepAlive(true, TCP_KEEPALIVE_MS);
-    const unauthenticated = this.sessions.size - this.authenticatedSessions().length;
-    if (unauthenticated >= this.options.limits.maxUnauthenticated) {
+    const refusal = this.admit(normalizeIp(remote));
+    if (refusal) {
       socket.destroy();
       this.emit("connection-refused", {
         peer: formatEndpoint({ kind: "tcp", host: normalizeIp(remote), port: socket.remotePort ?? 0 }),
-        reason: `too many unauthenticated connections (limit ${this.options.limits.maxUnauthenticated})`,
+        reason: refusal,
       });
       return;
     }
@@ -279,6 +306,36 @@ export class Relay extends EventEmitter<RelayEvents> {
       if (this.awaitingSsh.get(key) === session) this.awaitingSsh.delete(key);
     });
     this.ssh?.injectSocket(socket);
+  }
+
+  /**
+   * Why a new connection from `ip` is refused, if it is: sshd's
+   * PerSourceMaxStartups, then MaxStartups start:rate:full (random early
+   * drop, so a flood from many addresses lowers everyone's odds instead of
+   * shutting the door, and a reconnecting agent gets in within a few tries).
+   * One pass over the sessions: they are bounded by the limits themselves.
+   */
+  private admit(ip: string): string | undefined {
+    const l = this.options.limits;
+    let total = 0;
+    let fromIp = 0;
+    for (const s of this.sessions) {
+      if (s.authenticated) continue;
+      total++;
+      if (s.ip === ip) fromIp++;
+    }
+    if (fromIp >= l.maxUnauthenticatedPerSource)
+      return `too many unauthenticated connections from ${ip} (limit ${l.maxUnauthenticatedPerSource})`;
+    if (total >= l.maxUnauthenticated)
+      return `too many unauthenticated connections (limit ${l.maxUnauthenticated})`;
+    if (total >= l.unauthenticatedDropStart) {
+      const span = l.maxUnauthenticated - l.unauthenticatedDropStart;
+      const rate = l.unauthenticatedDropRatePercent / 100;
+      const p = rate + ((1 - rate) * (total - l.unauthenticatedDropStart)) / span;
+      if (Math.random() < p)
+        return `${total} unauthenticated connections: dropped at random (start ${l.unauthenticatedDropStart}, full ${l.maxUnauthenticated})`;
+    }
+    return undefined;
   }
 
   /**
@@ -330,6 +387,7 @@ export class Relay extends EventEmitter<RelayEvents> {
       options: this.options,
       metrics: this.metrics,
       authorize: (blob, ip) => this.authorize(blob, ip),
+      penalize: (ip) => this.penalties.fail(ip),
       sessionsForKey: (fp) => this.authenticatedSessions().filter((s) => s.fingerprint === fp).length,
       bind: (owner, target, port) => this.bind(owner as RelaySession, target, port),
       release: (b, reason) => this.release(b, reason),

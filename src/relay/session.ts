@@ -8,6 +8,7 @@ import type { EventEmitter } from "node:events";
 import type net from "node:net";
 import type { Connection } from "ssh2";
 import { formatEndpoint } from "../shared/address.js";
+import { boundText, RECORD_TEXT_MAX } from "../shared/bounded-text.js";
 import { OPEN_FAILURE, rejectChannelOpen } from "../ssh2/channel-open-failure.js";
 import { poolPadding } from "../ssh2/padding-pool.js";
 import { normalizeIp } from "./address-match.js";
@@ -128,16 +129,18 @@ export class RelaySession {
         this.close("keepalive timeout: no answer from the client");
         return;
       }
-      this.lastError ??= err.message;
+      // A client's DISCONNECT description arrives as err.message.
+      const error = boundText(err.message, RECORD_TEXT_MAX);
+      this.lastError ??= error;
       this.host.emit("session-error", {
         peer: this.peer,
         ...(this.fingerprint ? { fingerprint: this.fingerprint } : {}),
-        error: err.message,
+        error,
       });
     });
     conn.on("authentication", (ctx) => {
       if (this.closing) return;
-      this.username = ctx.username;
+      this.username = boundText(ctx.username);
       this.auth.handle(ctx);
     });
     poolPadding(conn);
