@@ -21,6 +21,8 @@ export interface AuthHost {
   sessionsForKey(fingerprint: string): number;
   /** Records a failure from `ip`; returns the extra delay its refusal gets. */
   penalize(ip: string): number;
+  /** Takes back `failures` failures of `ip`: they were a client trying its keys before the right one. */
+  forgive(ip: string, failures: number): void;
   emit<K extends keyof RelayEvents>(event: K, ...args: RelayEvents[K]): boolean;
 }
 
@@ -101,6 +103,10 @@ export class SessionAuthentication {
       return;
     }
     this.accepted = { key: decision.key, blob, fingerprint };
+    // An agent that offers other keys first (ssh-agent, several -i) fails
+    // before it succeeds; left on the books, a reconnecting agent's own
+    // failures would pile up into delays past the handshake timeout.
+    if (this.failures) this.host.forgive(this.session.ip, this.failures);
     ctx.accept();
   }
 
@@ -145,7 +151,8 @@ function reasonLabel(reason: string): string {
  * is forgiven, and the table forgets the least recently failing address
  * beyond `maxSources`, so an attacker with many addresses costs bounded
  * memory. Only the failing address is slowed: another one is answered at the
- * normal delay, and a success is never delayed.
+ * normal delay, a success is never delayed, and the failures of a
+ * connection that then authenticates are taken back.
  */
 export class SourcePenalties {
   /** Insertion order is recency: a touched entry is moved to the end. */
@@ -164,6 +171,13 @@ export class SourcePenalties {
   score(ip: string): number {
     const e = this.sources.get(ip);
     return e ? e.score * Math.exp(-(this.now() - e.at) / this.o.decayMs) : 0;
+  }
+
+  /** Takes `n` failures off `ip`'s decayed count. */
+  forgive(ip: string, n: number): void {
+    const score = this.score(ip) - n;
+    if (score <= 0.01) this.sources.delete(ip);
+    else this.sources.set(ip, { score, at: this.now() });
   }
 
   /** Records one failure from `ip` and returns the delay it earns: earlier failures × step, capped. */

@@ -388,6 +388,7 @@ export class Relay extends EventEmitter<RelayEvents> {
       metrics: this.metrics,
       authorize: (blob, ip) => this.authorize(blob, ip),
       penalize: (ip) => this.penalties.fail(ip),
+      forgive: (ip, n) => this.penalties.forgive(ip, n),
       sessionsForKey: (fp) => this.authenticatedSessions().filter((s) => s.fingerprint === fp).length,
       bind: (owner, target, port) => this.bind(owner as RelaySession, target, port),
       release: (b, reason) => this.release(b, reason),

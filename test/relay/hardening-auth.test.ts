@@ -12,7 +12,12 @@ import { join } from "node:path";
 import { describe, test } from "node:test";
 import ssh2 from "ssh2";
 import { SourcePenalties } from "../../src/relay/authentication.js";
-import { describeRelayEvent, type Relay, type RelayEvents } from "../../src/relay/index.js";
+import {
+  describeRelayEvent,
+  RELAY_EVENT_NAMES,
+  type Relay,
+  type RelayEvents,
+} from "../../src/relay/index.js";
 import { boundRecord, boundText } from "../../src/shared/bounded-text.js";
 import { BIN } from "../helpers/cli.js";
 import {
@@ -75,14 +80,13 @@ function passwordAttempt(
   );
 }
 
-/** Every event the relay emits, serialized as a host would log it. */
+/** Bytes of every event the relay emits, serialized as a host would log them. */
 function recordBytes(relay: Relay): () => number {
   let bytes = 0;
-  const orig = relay.emit.bind(relay);
-  relay.emit = ((name: keyof RelayEvents, ...args: unknown[]) => {
-    bytes += JSON.stringify(args[0] ?? {}).length;
-    return (orig as (n: string, ...a: unknown[]) => boolean)(name, ...args);
-  }) as typeof relay.emit;
+  for (const name of RELAY_EVENT_NAMES)
+    (relay.on as (n: string, fn: (...a: unknown[]) => void) => Relay).call(relay, name, (...a) => {
+      bytes += JSON.stringify(a[0] ?? {}).length;
+    });
   return () => bytes;
 }
 
@@ -172,6 +176,21 @@ describe("relay hardening: failures slow their own address down", () => {
       assert.ok(slow.ms >= 1_000, `the 6th refusal for 127.0.0.2 took ${slow.ms} ms`);
       assert.ok(other.ms < 500, `a first refusal for 127.0.0.3 took ${other.ms} ms`);
     }));
+
+  test("an agent that offers a wrong key before the right one is not slowed down by reconnecting", () =>
+    withFixture(async (f) => {
+      const good = f.key();
+      const unknown = f.key();
+      await f.start([good.pub], { authFailureDelayMs: 20, authPenaltyStepMs: 1_000 });
+      for (let i = 0; i < 4; i++) {
+        const started = Date.now();
+        const ssh = f.ssh(unknown, ["-i", good.file, "-N", "-R", "0:127.0.0.1:9"]);
+        await ssh.waitStderr(/Allocated port/, 10_000);
+        const ms = Date.now() - started;
+        await ssh.kill();
+        assert.ok(ms < 900, `login ${i + 1} took ${ms} ms`);
+      }
+    }));
 });
 
 describe("relay hardening: authorized_keys options", () => {
@@ -230,6 +249,10 @@ describe("bounded client text", () => {
     assert.equal(p.fail("10.0.0.2"), 0, "another address starts at zero");
     now += 10_000;
     assert.ok(p.score("10.0.0.1") < 0.001, "ten time constants later it is forgiven");
+    p.fail("10.0.0.3");
+    p.fail("10.0.0.3");
+    p.forgive("10.0.0.3", 2);
+    assert.equal(p.fail("10.0.0.3"), 0, "forgiven failures earn no delay");
     for (let i = 0; i < 100; i++) p.fail(`10.1.0.${i}`);
     assert.equal(p.size, 3);
   });
