@@ -19,16 +19,18 @@ export interface AuthHost {
   readonly metrics: RelayMetrics;
   authorize(blob: Buffer, peerIp: string): KeyDecision;
   sessionsForKey(fingerprint: string): number;
-  /** Records a failure from `ip`; returns the extra delay its refusal gets. */
-  penalize(ip: string): number;
-  /** Takes back `failures` failures of `ip`: they were a client trying its keys before the right one. */
-  forgive(ip: string, failures: number): void;
+  /** Records a failure from `source`; returns the extra delay its refusal gets. */
+  penalize(source: string): number;
+  /** Takes back `failures` failures of `source`: they were a client trying its keys before the right one. */
+  forgive(source: string, failures: number): void;
   emit<K extends keyof RelayEvents>(event: K, ...args: RelayEvents[K]): boolean;
 }
 
 /** What authentication needs of its session. */
 export interface AuthSession {
   readonly ip: string;
+  /** What per-source penalties count by: the address, or an IPv6 /64. */
+  readonly source: string;
   readonly peer: string;
   /** Runs `fn` after `ms` unless the session ends first. */
   timer(ms: number, fn: () => void): void;
@@ -106,7 +108,7 @@ export class SessionAuthentication {
     // An agent that offers other keys first (ssh-agent, several -i) fails
     // before it succeeds; left on the books, a reconnecting agent's own
     // failures would pile up into delays past the handshake timeout.
-    if (this.failures) this.host.forgive(this.session.ip, this.failures);
+    if (this.failures) this.host.forgive(this.session.source, this.failures);
     ctx.accept();
   }
 
@@ -125,7 +127,7 @@ export class SessionAuthentication {
       reason,
     });
     const mean = this.host.options.authFailureDelayMs;
-    const penalty = this.host.penalize(this.session.ip);
+    const penalty = this.host.penalize(this.session.source);
     const tooMany = this.failures >= this.host.options.limits.maxAuthAttempts;
     this.session.timer(mean * (0.6 + Math.random() * 0.8) + penalty, () => {
       ctx.reject(["publickey"]);

@@ -36,8 +36,11 @@ export interface RelayEvents {
   "keys-problem": [{ file: string; line: number; message: string }];
   "keys-option-ignored": [{ file: string; line: number; fingerprint: string; options: string[] }];
   "keys-reload-failed": [{ file: string; error: string }];
-  /** A TCP connection refused before SSH began (unauthenticated limit). */
-  "connection-refused": [{ peer: string; reason: string }];
+  /**
+   * A TCP connection refused before SSH began (unauthenticated limits).
+   * At most 20 a second are reported; `suppressed` counts those left out since the last one.
+   */
+  "connection-refused": [{ peer: string; reason: string; suppressed?: number }];
   /** An unauthenticated connection ended: handshake timeout, too many failures, client gave up. */
   "handshake-ended": [{ peer: string; reason: string }];
   "auth-refused": [
@@ -105,7 +108,10 @@ const DESCRIBE: { [K in RelayEventName]: (...args: RelayEvents[K]) => DescribedE
     level: "error",
     msg: `cannot reload ${x.file}, keeping the keys loaded before: ${x.error}`,
   }),
-  "connection-refused": (x) => ({ level: "warn", msg: `refused connection from ${x.peer}: ${x.reason}` }),
+  "connection-refused": (x) => ({
+    level: "warn",
+    msg: `refused connection from ${x.peer}: ${x.reason}${x.suppressed ? ` (${x.suppressed} more refused, not logged)` : ""}`,
+  }),
   "handshake-ended": (x) => ({
     level: "info",
     msg: `unauthenticated connection from ${x.peer} ended: ${x.reason}`,

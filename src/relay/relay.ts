@@ -29,13 +29,15 @@ import { forwardInfo } from "./forwarding.js";
 import { RelayMetrics } from "./metrics.js";
 import { type RelayOptions, type ResolvedRelayOptions, resolveRelayOptions } from "./options.js";
 import { authorizeKey, type BindTarget, type KeyDecision } from "./policy.js";
-import { RelaySession, type SessionHost } from "./session.js";
+import { RelaySession, type SessionHost, sourceOf } from "./session.js";
 
 /** setInterval's ceiling: ssh2 has no "off" for server keepalives, so "off" is "never". */
 const NEVER_MS = 2 ** 31 - 1;
 /** TCP keepalive on client sockets, under the SSH one: it also clears half-dead NAT entries. */
 const TCP_KEEPALIVE_MS = 30_000;
 const WATCH_DEBOUNCE_MS = 250;
+/** connection-refused records per second at most (refusedRecord). */
+const REFUSED_RECORDS_PER_S = 20;
 
 export class Relay extends EventEmitter<RelayEvents> {
   // Private: it holds the host key.
@@ -57,6 +59,8 @@ export class Relay extends EventEmitter<RelayEvents> {
   private bound: { host: string; port: number } | undefined;
   private readonly host: SessionHost;
   private readonly penalties: SourcePenalties;
+  private refusedWindow = { start: 0, count: 0 };
+  private refusedSuppressed = 0;
 
   constructor(options: RelayOptions) {
     super();
@@ -289,13 +293,11 @@ export class Relay extends EventEmitter<RelayEvents> {
     }
     socket.setNoDelay(true);
     socket.setKeepAlive(true, TCP_KEEPALIVE_MS);
-    const refusal = this.admit(normalizeIp(remote));
+    const ip = normalizeIp(remote);
+    const refusal = this.admit(sourceOf(ip));
     if (refusal) {
       socket.destroy();
-      this.emit("connection-refused", {
-        peer: formatEndpoint({ kind: "tcp", host: normalizeIp(remote), port: socket.remotePort ?? 0 }),
-        reason: refusal,
-      });
+      this.refusedRecord(formatEndpoint({ kind: "tcp", host: ip, port: socket.remotePort ?? 0 }), refusal);
       return;
     }
     const session = new RelaySession(this.nextId++, socket, this.host);
@@ -309,23 +311,23 @@ export class Relay extends EventEmitter<RelayEvents> {
   }
 
   /**
-   * Why a new connection from `ip` is refused, if it is: sshd's
+   * Why a new connection from `source` is refused, if it is: sshd's
    * PerSourceMaxStartups, then MaxStartups start:rate:full (random early
    * drop, so a flood from many addresses lowers everyone's odds instead of
    * shutting the door, and a reconnecting agent gets in within a few tries).
    * One pass over the sessions: they are bounded by the limits themselves.
    */
-  private admit(ip: string): string | undefined {
+  private admit(source: string): string | undefined {
     const l = this.options.limits;
     let total = 0;
-    let fromIp = 0;
+    let fromSource = 0;
     for (const s of this.sessions) {
       if (s.authenticated) continue;
       total++;
-      if (s.ip === ip) fromIp++;
+      if (s.source === source) fromSource++;
     }
-    if (fromIp >= l.maxUnauthenticatedPerSource)
-      return `too many unauthenticated connections from ${ip} (limit ${l.maxUnauthenticatedPerSource})`;
+    if (fromSource >= l.maxUnauthenticatedPerSource)
+      return `too many unauthenticated connections from ${source} (limit ${l.maxUnauthenticatedPerSource})`;
     if (total >= l.maxUnauthenticated)
       return `too many unauthenticated connections (limit ${l.maxUnauthenticated})`;
     if (total >= l.unauthenticatedDropStart) {
@@ -336,6 +338,24 @@ export class Relay extends EventEmitter<RelayEvents> {
         return `${total} unauthenticated connections: dropped at random (start ${l.unauthenticatedDropStart}, full ${l.maxUnauthenticated})`;
     }
     return undefined;
+  }
+
+  /**
+   * A refused connection costs its sender one SYN and the relay one record:
+   * the cheapest flood there is (measured: one address in a connect loop
+   * made N records/s). So at most REFUSED_RECORDS_PER_S records a second;
+   * the next one that goes out says how many were left out.
+   */
+  private refusedRecord(peer: string, reason: string): void {
+    const now = Date.now();
+    if (now - this.refusedWindow.start >= 1_000) this.refusedWindow = { start: now, count: 0 };
+    if (++this.refusedWindow.count > REFUSED_RECORDS_PER_S) {
+      this.refusedSuppressed++;
+      return;
+    }
+    const suppressed = this.refusedSuppressed;
+    this.refusedSuppressed = 0;
+    this.emit("connection-refused", { peer, reason, ...(suppressed ? { suppressed } : {}) });
   }
 
   /**

@@ -128,26 +128,27 @@ describe("relay hardening: unauthenticated connections", () => {
     withFixture(async (f) => {
       const k = f.key();
       const relay = await f.start([k.pub]);
-      let refused = 0;
-      relay.on("connection-refused", (x) => {
-        if (x.peer.startsWith("127.0.0.2:")) refused++;
-      });
       const idle: net.Socket[] = [];
+      let closed = 0;
       try {
         for (let i = 0; i < 64; i++) {
           const s = net.connect({ host: "127.0.0.1", port: f.port, localAddress: "127.0.0.2" });
           s.on("error", () => {});
+          s.on("close", () => closed++);
+          s.resume();
           idle.push(s);
         }
-        // Wait until the relay has dealt with every one of them.
+        // Wait until the relay has dealt with every one: kept, or closed at once.
         const deadline = Date.now() + 5_000;
+        let unauth = 0;
         for (;;) {
           const text = await relay.registry.metrics();
-          const unauth = Number(/revtun_relay_unauthenticated_connections (\d+)/.exec(text)?.[1]);
-          if (unauth + refused >= 64) break;
-          assert.ok(Date.now() < deadline, `relay saw ${unauth} + ${refused} of 64 connections`);
+          unauth = Number(/revtun_relay_unauthenticated_connections (\d+)/.exec(text)?.[1]);
+          if (unauth + closed >= 64) break;
+          assert.ok(Date.now() < deadline, `relay kept ${unauth} and closed ${closed} of 64 connections`);
           await new Promise((r) => setTimeout(r, 20));
         }
+        assert.equal(unauth, 10, "maxUnauthenticatedPerSource");
         const target = bannerServer("behind-the-agent");
         const targetPort = await listen(f.track(target.server));
         const started = Date.now();
@@ -155,9 +156,49 @@ describe("relay hardening: unauthenticated connections", () => {
         const m = await ssh.waitStderr(/Allocated port (\d+) for remote forward/, 10_000);
         assert.equal(await firstLine(Number(m[1])), "behind-the-agent");
         assert.ok(Date.now() - started < 5_000);
-        assert.ok(refused >= 54, `only ${refused} of the 64 were refused`);
+        assert.equal(closed, 54);
       } finally {
         for (const s of idle) s.destroy();
+      }
+    }));
+});
+
+describe("relay hardening: refused connections cannot flood the log", () => {
+  test("200 refused connections make at most 20 records a second; the next one counts the rest", () =>
+    withFixture(async (f) => {
+      const relay = await f.start([f.key().pub], { limits: { maxUnauthenticatedPerSource: 1 } });
+      const records: RelayEvents["connection-refused"][0][] = [];
+      relay.on("connection-refused", (x) => records.push(x));
+      const socks: net.Socket[] = [];
+      let closed = 0;
+      const open = () => {
+        const s = net.connect({ host: "127.0.0.1", port: f.port, localAddress: "127.0.0.2" });
+        s.on("error", () => {});
+        s.on("close", () => closed++);
+        s.resume();
+        socks.push(s);
+      };
+      try {
+        for (let i = 0; i < 201; i++) open();
+        const deadline = Date.now() + 5_000;
+        while (closed < 200) {
+          assert.ok(Date.now() < deadline, `only ${closed} of 200 refused`);
+          await sleep(20);
+        }
+        assert.ok(records.length <= 40, `${records.length} records for 200 refusals`);
+        await sleep(1_050);
+        open();
+        while (closed < 201) {
+          assert.ok(Date.now() < deadline + 2_000, "the last one was not refused");
+          await sleep(20);
+        }
+        const total = records.length + records.reduce((n, r) => n + (r.suppressed ?? 0), 0);
+        assert.equal(total, 201, "every refusal is recorded or counted");
+        const last = records.at(-1);
+        assert.ok(last?.suppressed, JSON.stringify(last));
+        assert.match(describeRelayEvent("connection-refused", last).msg, /\(\d+ more refused, not logged\)/);
+      } finally {
+        for (const s of socks) s.destroy();
       }
     }));
 });
