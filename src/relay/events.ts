@@ -38,11 +38,12 @@ export interface RelayEvents {
   "keys-reload-failed": [{ file: string; error: string }];
   /**
    * A TCP connection refused before SSH began (unauthenticated limits).
-   * At most 20 a second are reported; `suppressed` counts those left out since the last one.
+   * This, handshake-ended, auth-refused and session-error are reported at
+   * most 20 times a second each; `suppressed` counts those left out since the last one.
    */
   "connection-refused": [{ peer: string; reason: string; suppressed?: number }];
   /** An unauthenticated connection ended: handshake timeout, too many failures, client gave up. */
-  "handshake-ended": [{ peer: string; reason: string }];
+  "handshake-ended": [{ peer: string; reason: string; suppressed?: number }];
   "auth-refused": [
     {
       peer: string;
@@ -51,11 +52,13 @@ export interface RelayEvents {
       method: string;
       username: string;
       reason: string;
+      suppressed?: number;
     },
   ];
   "session-opened": [SessionInfo];
   "session-closed": [SessionInfo & { reason: string; durationMs: number }];
-  "session-error": [{ peer: string; fingerprint?: string; error: string }];
+  /** Rate-limited as connection-refused is. */
+  "session-error": [{ peer: string; fingerprint?: string; error: string; suppressed?: number }];
   "forward-bound": [ForwardInfo];
   "forward-refused": [SessionRef & { address: string; port: number; reason: string }];
   "forward-released": [ForwardInfo & { reason: string }];
@@ -87,6 +90,11 @@ function who(r: { fingerprint?: string; peer: string }): string {
   return r.fingerprint ? `${r.fingerprint} from ${r.peer}` : r.peer;
 }
 
+/** The tail of a rate-limited record: how many like it were left out before it. */
+function notLogged(x: { suppressed?: number }): string {
+  return x.suppressed ? ` (and ${x.suppressed} more like it not logged)` : "";
+}
+
 function hostPort(address: string, port: number): string {
   const a = address === "" ? "*" : address.includes(":") ? `[${address}]` : address;
   return `${a}:${port}`;
@@ -110,22 +118,22 @@ const DESCRIBE: { [K in RelayEventName]: (...args: RelayEvents[K]) => DescribedE
   }),
   "connection-refused": (x) => ({
     level: "warn",
-    msg: `refused connection from ${x.peer}: ${x.reason}${x.suppressed ? ` (${x.suppressed} more refused, not logged)` : ""}`,
+    msg: `refused connection from ${x.peer}: ${x.reason}${notLogged(x)}`,
   }),
   "handshake-ended": (x) => ({
     level: "info",
-    msg: `unauthenticated connection from ${x.peer} ended: ${x.reason}`,
+    msg: `unauthenticated connection from ${x.peer} ended: ${x.reason}${notLogged(x)}`,
   }),
   "auth-refused": (x) => ({
     level: "warn",
-    msg: `refused ${x.method} authentication for ${who(x)}: ${x.reason}`,
+    msg: `refused ${x.method} authentication for ${who(x)}: ${x.reason}${notLogged(x)}`,
   }),
   "session-opened": (x) => ({
     level: "info",
     msg: `session ${x.sessionId} opened: ${who(x)}${x.keyComment ? ` (${x.keyComment})` : ""}`,
   }),
   "session-closed": (x) => ({ level: "info", msg: `session ${x.sessionId} closed: ${who(x)}: ${x.reason}` }),
-  "session-error": (x) => ({ level: "debug", msg: `SSH error from ${who(x)}: ${x.error}` }),
+  "session-error": (x) => ({ level: "debug", msg: `SSH error from ${who(x)}: ${x.error}${notLogged(x)}` }),
   "forward-bound": (x) => ({
     level: "info",
     msg: `session ${x.sessionId} listening on ${hostPort(x.address, x.port)} for ${who(x)}`,
