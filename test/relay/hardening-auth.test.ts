@@ -163,6 +163,59 @@ describe("relay hardening: unauthenticated connections", () => {
     }));
 });
 
+/** Opens `n` idle connections from `localAddress`; counts those the relay closes. */
+function idleFrom(port: number, localAddress: string, n: number, socks: net.Socket[]): () => number {
+  let closed = 0;
+  for (let i = 0; i < n; i++) {
+    const s = net.connect({ host: "127.0.0.1", port, localAddress });
+    s.on("error", () => {});
+    s.on("close", () => closed++);
+    s.resume();
+    socks.push(s);
+  }
+  return () => closed;
+}
+
+async function unauthenticated(relay: Relay): Promise<number> {
+  const text = await relay.registry.metrics();
+  return Number(/revtun_relay_unauthenticated_connections (\d+)/.exec(text)?.[1]);
+}
+
+describe("relay hardening: random early drop (MaxStartups start:rate:full)", () => {
+  test("between start and full, new connections are dropped at random; at full, all are", () =>
+    withFixture(async (f) => {
+      const relay = await f.start([f.key().pub], {
+        limits: { unauthenticatedDropStart: 10, unauthenticatedDropRatePercent: 50, maxUnauthenticated: 100 },
+      });
+      const socks: net.Socket[] = [];
+      try {
+        const first = idleFrom(f.port, "127.0.0.2", 10, socks);
+        const deadline = Date.now() + 5_000;
+        while ((await unauthenticated(relay)) < 10) {
+          assert.ok(Date.now() < deadline, "the first 10 were not all kept");
+          await sleep(20);
+        }
+        assert.equal(first(), 0, "below start nothing is dropped");
+        // 40 more from four addresses: each is dropped with p from 50 % rising
+        // to about 70 %: about 24 expected, sd about 3.
+        const closed = ["127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.6"].map((a) =>
+          idleFrom(f.port, a, 10, socks),
+        );
+        const dropped = () => closed.reduce((n, c) => n + c(), 0);
+        let kept = 0;
+        for (;;) {
+          kept = (await unauthenticated(relay)) - 10;
+          if (kept + dropped() >= 40) break;
+          assert.ok(Date.now() < deadline, `kept ${kept}, dropped ${dropped()} of 40`);
+          await sleep(20);
+        }
+        assert.ok(dropped() >= 8 && dropped() <= 38, `${dropped()} of 40 dropped`);
+      } finally {
+        for (const s of socks) s.destroy();
+      }
+    }));
+});
+
 describe("relay hardening: refused connections cannot flood the log", () => {
   test("200 refused connections make at most 20 records a second; the next one counts the rest", () =>
     withFixture(async (f) => {
