@@ -5,6 +5,7 @@
  * session limit. Failures are answered late and alike.
  */
 import type { AuthContext, PublicKeyAuthContext } from "ssh2";
+import { boundText } from "../shared/bounded-text.js";
 import { fingerprintSha256, keyTypeOf, parseKeyText } from "../shared/keys.js";
 import type { AuthorizedKey } from "./authorized-keys.js";
 import type { RelayEvents } from "./events.js";
@@ -18,12 +19,18 @@ export interface AuthHost {
   readonly metrics: RelayMetrics;
   authorize(blob: Buffer, peerIp: string): KeyDecision;
   sessionsForKey(fingerprint: string): number;
+  /** Records a failure from `source`; returns the extra delay its refusal gets. */
+  penalize(source: string): number;
+  /** Takes back `failures` failures of `source`: they were a client trying its keys before the right one. */
+  forgive(source: string, failures: number): void;
   emit<K extends keyof RelayEvents>(event: K, ...args: RelayEvents[K]): boolean;
 }
 
 /** What authentication needs of its session. */
 export interface AuthSession {
   readonly ip: string;
+  /** What per-source penalties count by: the address, or an IPv6 /64. */
+  readonly source: string;
   readonly peer: string;
   /** Runs `fn` after `ms` unless the session ends first. */
   timer(ms: number, fn: () => void): void;
@@ -53,7 +60,7 @@ export class SessionAuthentication {
       return;
     }
     if (ctx.method !== "publickey") {
-      this.refuse(ctx, `${ctx.method} authentication is not offered`);
+      this.refuse(ctx, `${boundText(ctx.method)} authentication is not offered`);
       return;
     }
     this.publicKey(ctx);
@@ -98,6 +105,10 @@ export class SessionAuthentication {
       return;
     }
     this.accepted = { key: decision.key, blob, fingerprint };
+    // An agent that offers other keys first (ssh-agent, several -i) fails
+    // before it succeeds; left on the books, a reconnecting agent's own
+    // failures would pile up into delays past the handshake timeout.
+    if (this.failures) this.host.forgive(this.session.source, this.failures);
     ctx.accept();
   }
 
@@ -111,13 +122,14 @@ export class SessionAuthentication {
     this.host.emit("auth-refused", {
       peer: this.session.peer,
       ...(fingerprint ? { fingerprint, keyType: keyTypeOf((ctx as PublicKeyAuthContext).key.data) } : {}),
-      method: ctx.method,
-      username: ctx.username,
+      method: boundText(ctx.method),
+      username: boundText(ctx.username),
       reason,
     });
     const mean = this.host.options.authFailureDelayMs;
+    const penalty = this.host.penalize(this.session.source);
     const tooMany = this.failures >= this.host.options.limits.maxAuthAttempts;
-    this.session.timer(mean * (0.6 + Math.random() * 0.8), () => {
+    this.session.timer(mean * (0.6 + Math.random() * 0.8) + penalty, () => {
       ctx.reject(["publickey"]);
       if (tooMany) this.session.close(`too many authentication failures (${this.failures})`);
     });
@@ -131,4 +143,55 @@ function reasonLabel(reason: string): string {
   if (reason.startsWith("too many sessions")) return "session-limit";
   if (reason.endsWith("is not offered")) return "method";
   return "other";
+}
+
+/**
+ * Recent authentication failures per source address, for a delay that grows
+ * with them (issue 12 item 10: 20 connections from one address made 51
+ * attempts a second; only the per-connection cap held). The count decays
+ * exponentially (time constant `decayMs`), so an address that stops failing
+ * is forgiven, and the table forgets the least recently failing address
+ * beyond `maxSources`, so an attacker with many addresses costs bounded
+ * memory. Only the failing address is slowed: another one is answered at the
+ * normal delay, a success is never delayed, and the failures of a
+ * connection that then authenticates are taken back.
+ */
+export class SourcePenalties {
+  /** Insertion order is recency: a touched entry is moved to the end. */
+  private readonly sources = new Map<string, { score: number; at: number }>();
+
+  constructor(
+    private readonly o: { stepMs: number; maxMs: number; decayMs: number; maxSources: number },
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  get size(): number {
+    return this.sources.size;
+  }
+
+  /** Failures from `ip` so far, decayed to now. */
+  score(ip: string): number {
+    const e = this.sources.get(ip);
+    return e ? e.score * Math.exp(-(this.now() - e.at) / this.o.decayMs) : 0;
+  }
+
+  /** Takes `n` failures off `ip`'s decayed count. */
+  forgive(ip: string, n: number): void {
+    const score = this.score(ip) - n;
+    if (score <= 0.01) this.sources.delete(ip);
+    else this.sources.set(ip, { score, at: this.now() });
+  }
+
+  /** Records one failure from `ip` and returns the delay it earns: earlier failures × step, capped. */
+  fail(ip: string): number {
+    if (this.o.stepMs === 0) return 0;
+    const before = this.score(ip);
+    this.sources.delete(ip);
+    this.sources.set(ip, { score: before + 1, at: this.now() });
+    if (this.sources.size > this.o.maxSources) {
+      const oldest = this.sources.keys().next().value;
+      if (oldest !== undefined) this.sources.delete(oldest);
+    }
+    return Math.min(this.o.maxMs, before * this.o.stepMs);
+  }
 }

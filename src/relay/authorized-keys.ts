@@ -5,11 +5,14 @@
  * and `\"`), names case-insensitive, applied in order (so `restrict` then
  * `port-forwarding` re-enables forwarding, and the reverse disables it).
  *
- * Only options the relay acts on are interpreted; the rest are recorded so
- * the caller can log them. A line that cannot be parsed is reported and
- * skipped, never half-applied.
+ * Only options the relay acts on are interpreted; those sshd knows but a
+ * forwarding-only relay has no use for (NOT_APPLICABLE) are recorded so the
+ * caller can log them; an unknown option makes the line a problem, as in
+ * sshd. A line that cannot be parsed is reported and skipped, never
+ * half-applied.
  */
 import { readFile } from "node:fs/promises";
+import { boundText } from "../shared/bounded-text.js";
 import { RevtunError } from "../shared/errors.js";
 import { fingerprintSha256, parsePublicKey } from "../shared/keys.js";
 import { checkFromList } from "./address-match.js";
@@ -30,7 +33,7 @@ export interface KeyOptions {
   from?: string;
   /** `expiry-time=`: the key is refused after this instant. */
   expiresAt?: Date;
-  /** Options present but not acted on (names, lowercased), for a debug record. */
+  /** Options sshd knows that the relay does not act on (names, lowercased), for a debug record. */
   ignored: string[];
 }
 
@@ -210,7 +213,12 @@ function applyOptions(pairs: Array<[string, string | undefined]>): KeyOptions | 
         // does not take certificates, so the line grants nothing.
         return "cert-authority lines are not supported (certificates are not accepted)";
       default:
-        opts.ignored.push(NOT_APPLICABLE.has(name) ? name : `${name} (unknown)`);
+        // sshd refuses a line with an option it does not know (auth-options.c
+        // "unsupported option"); ignoring it failed open: a misspelled
+        // `no-port-forwardign` left the key with full forwarding (issue 12).
+        if (!NOT_APPLICABLE.has(name))
+          return `unknown option "${boundText(name)}" (sshd refuses such a line too)`;
+        opts.ignored.push(name);
     }
   }
   return opts;

@@ -37,10 +37,14 @@ export interface RelayEvents {
   "keys-problem": [{ file: string; line: number; message: string }];
   "keys-option-ignored": [{ file: string; line: number; fingerprint: string; options: string[] }];
   "keys-reload-failed": [{ file: string; error: string }];
-  /** A TCP connection refused before SSH began (unauthenticated limit). */
-  "connection-refused": [{ peer: string; reason: string }];
+  /**
+   * A TCP connection refused before SSH began (unauthenticated limits).
+   * This, handshake-ended, auth-refused and session-error are reported at
+   * most 20 times a second each; `suppressed` counts those left out since the last one.
+   */
+  "connection-refused": [{ peer: string; reason: string; suppressed?: number }];
   /** An unauthenticated connection ended: handshake timeout, too many failures, client gave up. */
-  "handshake-ended": [{ peer: string; reason: string }];
+  "handshake-ended": [{ peer: string; reason: string; suppressed?: number }];
   "auth-refused": [
     {
       peer: string;
@@ -49,11 +53,13 @@ export interface RelayEvents {
       method: string;
       username: string;
       reason: string;
+      suppressed?: number;
     },
   ];
   "session-opened": [SessionInfo];
   "session-closed": [SessionInfo & { reason: string; durationMs: number }];
-  "session-error": [{ peer: string; fingerprint?: string; error: string }];
+  /** Rate-limited as connection-refused is. */
+  "session-error": [{ peer: string; fingerprint?: string; error: string; suppressed?: number }];
   "forward-bound": [ForwardInfo];
   "forward-refused": [SessionRef & { address: string; port: number; reason: string }];
   "forward-released": [ForwardInfo & { reason: string }];
@@ -85,6 +91,11 @@ function who(r: { fingerprint?: string; peer: string }): string {
   return r.fingerprint ? `${r.fingerprint} from ${r.peer}` : r.peer;
 }
 
+/** The tail of a rate-limited record: how many like it were left out before it. */
+function notLogged(x: { suppressed?: number }): string {
+  return x.suppressed ? ` (and ${x.suppressed} more like it not logged)` : "";
+}
+
 const DESCRIBE: { [K in RelayEventName]: (...args: RelayEvents[K]) => DescribedEvent } = {
   listening: (x) => ({ level: "info", msg: `relay listening on ${hostPort(x.host, x.port)}` }),
   closed: () => ({ level: "info", msg: "relay closed" }),
@@ -101,21 +112,24 @@ const DESCRIBE: { [K in RelayEventName]: (...args: RelayEvents[K]) => DescribedE
     level: "error",
     msg: `cannot reload ${x.file}, keeping the keys loaded before: ${x.error}`,
   }),
-  "connection-refused": (x) => ({ level: "warn", msg: `refused connection from ${x.peer}: ${x.reason}` }),
+  "connection-refused": (x) => ({
+    level: "warn",
+    msg: `refused connection from ${x.peer}: ${x.reason}${notLogged(x)}`,
+  }),
   "handshake-ended": (x) => ({
     level: "info",
-    msg: `unauthenticated connection from ${x.peer} ended: ${x.reason}`,
+    msg: `unauthenticated connection from ${x.peer} ended: ${x.reason}${notLogged(x)}`,
   }),
   "auth-refused": (x) => ({
     level: "warn",
-    msg: `refused ${x.method} authentication for ${who(x)}: ${x.reason}`,
+    msg: `refused ${x.method} authentication for ${who(x)}: ${x.reason}${notLogged(x)}`,
   }),
   "session-opened": (x) => ({
     level: "info",
     msg: `session ${x.sessionId} opened: ${who(x)}${x.keyComment ? ` (${x.keyComment})` : ""}`,
   }),
   "session-closed": (x) => ({ level: "info", msg: `session ${x.sessionId} closed: ${who(x)}: ${x.reason}` }),
-  "session-error": (x) => ({ level: "debug", msg: `SSH error from ${who(x)}: ${x.error}` }),
+  "session-error": (x) => ({ level: "debug", msg: `SSH error from ${who(x)}: ${x.error}${notLogged(x)}` }),
   "forward-bound": (x) => ({
     level: "info",
     msg: `session ${x.sessionId} listening on ${hostPort(x.address, x.port)} for ${who(x)}`,

@@ -17,24 +17,6 @@ import type { RelayLimits, ResolvedRelayOptions } from "./options.js";
 import { type BindTarget, checkListen, listenTarget, resolveBindAddress } from "./policy.js";
 
 /**
- * Bytes the relay holds for one forwarded connection on their way to the
- * agent, beyond what the agent's window lets through. ssh2 queues a channel's
- * writes up to its 2 MiB highWaterMark (lib/Channel.js MAX_WINDOW) before
- * write() returns false, so 200 clients pushing into a forward whose agent
- * never reads cost the relay +643 MiB, 3.2 MiB a connection (sshd: 2.3 MiB).
- * Past this many queued bytes the socket is paused until the queue drains;
- * what is held is at most this plus one socket read (64 KiB). 256 KiB is
- * eight 32 KiB SSH packets, enough to keep a flowing channel busy.
- */
-export const DEFAULT_MAX_BUFFERED_PER_CHANNEL = 256 * 1024;
-/**
- * The same, summed over a session's forwarded connections: past it, any
- * connection with bytes queued is paused until its own queue drains. With
- * 256 channels the per-channel cap alone would allow 80 MiB.
- */
-export const DEFAULT_MAX_BUFFERED_PER_SESSION = 16 * 1024 * 1024;
-
-/**
  * Bytes waiting in the session's own TCP socket toward the agent past which
  * forwarded sockets stop being read until it drains. ssh2 writes packets to
  * that socket without looking at write()'s answer, so 50 connections each
@@ -43,12 +25,6 @@ export const DEFAULT_MAX_BUFFERED_PER_SESSION = 16 * 1024 * 1024;
  * buffer behind it, still keeps the link busy.
  */
 export const TRANSPORT_BACKLOG = 1024 * 1024;
-
-/** Limits that belong in options.ts (RelayLimits); read with the defaults above until they are there. */
-interface BufferLimits {
-  maxBufferedPerChannel?: number;
-  maxBufferedPerSession?: number;
-}
 
 const EMPTY = Buffer.alloc(0);
 
@@ -97,7 +73,7 @@ export class SessionForwarding {
   private readonly forwarded = new Set<net.Socket>();
   /** Open forwarded connections per source address (entries removed at zero: bounded by the channel limit). */
   private readonly perSource = new Map<string, number>();
-  /** Bytes queued toward the agent over all of this session's channels (see DEFAULT_MAX_BUFFERED_PER_SESSION). */
+  /** Bytes queued toward the agent over all of this session's channels (see RelayLimits.maxBufferedPerSession). */
   private queued = 0;
   /** What each binding's client asked for, for rechecks (the binding itself holds where it listens). */
   private readonly asked = new WeakMap<Binding, BindTarget>();
@@ -349,9 +325,7 @@ export class SessionForwarding {
    * TRANSPORT_BACKLOG unsent, until that socket drains.
    */
   private capBuffering(channel: ServerChannel, socket: net.Socket): () => void {
-    const limits = this.host.options.limits as RelayLimits & BufferLimits;
-    const perChannel = limits.maxBufferedPerChannel ?? DEFAULT_MAX_BUFFERED_PER_CHANNEL;
-    const perSession = limits.maxBufferedPerSession ?? DEFAULT_MAX_BUFFERED_PER_SESSION;
+    const { maxBufferedPerChannel: perChannel, maxBufferedPerSession: perSession } = this.host.options.limits;
     let counted = 0; // this channel's part of this.queued
     let waitingQueue = false;
     let waitingTransport = false;

@@ -6,8 +6,29 @@ import type { Registry } from "prom-client";
 import { RevtunError } from "../shared/errors.js";
 
 export interface RelayLimits {
-  /** TCP connections that have not authenticated yet, relay-wide (sshd's MaxStartups). */
+  /**
+   * TCP connections that have not authenticated yet, relay-wide: the `full`
+   * of sshd's MaxStartups start:rate:full. Default 100 (sshd's default).
+   */
   maxUnauthenticated: number;
+  /**
+   * Unauthenticated connections above which new ones are refused at random
+   * (sshd's MaxStartups `start`): with probability rising linearly from
+   * unauthenticatedDropRatePercent at this count to 100 % at
+   * maxUnauthenticated. Default 20: above maxUnauthenticatedPerSource, so
+   * one address alone never makes anyone else's connection a gamble.
+   */
+  unauthenticatedDropStart: number;
+  /** Refusal probability, in percent, at unauthenticatedDropStart (MaxStartups `rate`). Default 30. */
+  unauthenticatedDropRatePercent: number;
+  /**
+   * Unauthenticated connections per source address (sshd's PerSourceMaxStartups).
+   * Default 10. Measured before: 64 idle sockets from one address (the old
+   * relay-wide limit), reopened every 20 s, kept every agent out for good.
+   */
+  maxUnauthenticatedPerSource: number;
+  /** Source addresses whose recent authentication failures are remembered (oldest forgotten first). Default 10000. */
+  maxTrackedSources: number;
   /** Concurrent authenticated sessions per key. */
   maxSessionsPerKey: number;
   /** Remote forwards (tcpip-forward) per session. */
@@ -16,6 +37,23 @@ export interface RelayLimits {
   maxChannelsPerSession: number;
   /** Failed authentication attempts before the connection is dropped (sshd's MaxAuthTries). */
   maxAuthAttempts: number;
+  /**
+   * Bytes the relay holds for one forwarded connection on their way to the
+   * agent, beyond what the agent's window lets through. ssh2 queues a channel's
+   * writes up to its 2 MiB highWaterMark (lib/Channel.js MAX_WINDOW) before
+   * write() returns false, so 200 clients pushing into a forward whose agent
+   * never reads cost the relay +643 MiB, 3.2 MiB a connection (sshd: 2.3 MiB).
+   * Past this many queued bytes the socket is paused until the queue drains;
+   * what is held is at most this plus one socket read (64 KiB). 256 KiB is
+   * eight 32 KiB SSH packets, enough to keep a flowing channel busy.
+   */
+  maxBufferedPerChannel: number;
+  /**
+   * The same, summed over a session's forwarded connections: past it, any
+   * connection with bytes queued is paused until its own queue drains. With
+   * 256 channels the per-channel cap alone would allow 80 MiB.
+   */
+  maxBufferedPerSession: number;
 }
 
 export interface RelayOptions {
@@ -41,6 +79,19 @@ export interface RelayOptions {
   keepaliveCountMax?: number;
   /** Mean delay before a failed authentication is answered (jittered ±40 %). Default 500 ms. */
   authFailureDelayMs?: number;
+  /**
+   * Extra delay per recent failure from the same source address, added to
+   * authFailureDelayMs: an address that keeps failing is answered ever later,
+   * on every connection, while other addresses are not. "Recent" decays
+   * exponentially with authPenaltyDecayMs as time constant. Default 500 ms;
+   * 0 disables. Measured before: 20 connections from one address made 51
+   * attempts a second (the per-connection cap of 6 held, nothing else did).
+   */
+  authPenaltyStepMs?: number;
+  /** Ceiling on that extra delay. Default 10 s (below the 20 s handshake timeout). */
+  authPenaltyMaxMs?: number;
+  /** Time constant of the failure count's decay: e^-1 of it is left after this long. Default 60 s. */
+  authPenaltyDecayMs?: number;
   /** How long an agent may take to accept a forwarded-tcpip channel. Default 15 s. */
   channelOpenTimeoutMs?: number;
   /** On close(), how long sessions get to say goodbye before their sockets are destroyed. Default 2 s. */
@@ -52,11 +103,17 @@ export interface RelayOptions {
 }
 
 export const DEFAULT_LIMITS: RelayLimits = {
-  maxUnauthenticated: 64,
+  maxUnauthenticated: 100,
+  unauthenticatedDropStart: 20,
+  unauthenticatedDropRatePercent: 30,
+  maxUnauthenticatedPerSource: 10,
+  maxTrackedSources: 10_000,
   maxSessionsPerKey: 16,
   maxForwardsPerSession: 32,
   maxChannelsPerSession: 256,
   maxAuthAttempts: 6,
+  maxBufferedPerChannel: 256 * 1024,
+  maxBufferedPerSession: 16 * 1024 * 1024,
 };
 
 export interface ResolvedRelayOptions {
@@ -70,6 +127,9 @@ export interface ResolvedRelayOptions {
   keepaliveIntervalMs: number;
   keepaliveCountMax: number;
   authFailureDelayMs: number;
+  authPenaltyStepMs: number;
+  authPenaltyMaxMs: number;
+  authPenaltyDecayMs: number;
   channelOpenTimeoutMs: number;
   closeGraceMs: number;
   now: () => Date;
@@ -81,12 +141,31 @@ function nonNegative(name: string, v: number): number {
   return v;
 }
 
+function positive(name: string, v: number): number {
+  if (!Number.isFinite(v) || v <= 0)
+    throw new RevtunError("USAGE", `relay option ${name} must be > 0, got ${v}`);
+  return v;
+}
+
 export function resolveRelayOptions(o: RelayOptions): ResolvedRelayOptions {
   const limits = { ...DEFAULT_LIMITS, ...o.limits };
   for (const [k, v] of Object.entries(limits)) {
     if (!Number.isInteger(v) || v < 1)
       throw new RevtunError("USAGE", `relay limit ${k} must be an integer >= 1, got ${v}`);
   }
+  // A lowered maxUnauthenticated alone lowers the default start with it.
+  if (o.limits?.unauthenticatedDropStart === undefined)
+    limits.unauthenticatedDropStart = Math.min(limits.unauthenticatedDropStart, limits.maxUnauthenticated);
+  if (limits.unauthenticatedDropStart > limits.maxUnauthenticated)
+    throw new RevtunError(
+      "USAGE",
+      `relay limit unauthenticatedDropStart (${limits.unauthenticatedDropStart}) must not exceed maxUnauthenticated (${limits.maxUnauthenticated})`,
+    );
+  if (limits.unauthenticatedDropRatePercent > 100)
+    throw new RevtunError(
+      "USAGE",
+      `relay limit unauthenticatedDropRatePercent must be 1-100, got ${limits.unauthenticatedDropRatePercent}`,
+    );
   if (!Number.isInteger(o.listen.port) || o.listen.port < 0 || o.listen.port > 65535) {
     throw new RevtunError("USAGE", `relay listen port must be 0-65535, got ${o.listen.port}`);
   }
@@ -101,6 +180,9 @@ export function resolveRelayOptions(o: RelayOptions): ResolvedRelayOptions {
     keepaliveIntervalMs: nonNegative("keepaliveIntervalMs", o.keepaliveIntervalMs ?? 15_000),
     keepaliveCountMax: nonNegative("keepaliveCountMax", o.keepaliveCountMax ?? 3),
     authFailureDelayMs: nonNegative("authFailureDelayMs", o.authFailureDelayMs ?? 500),
+    authPenaltyStepMs: nonNegative("authPenaltyStepMs", o.authPenaltyStepMs ?? 500),
+    authPenaltyMaxMs: nonNegative("authPenaltyMaxMs", o.authPenaltyMaxMs ?? 10_000),
+    authPenaltyDecayMs: positive("authPenaltyDecayMs", o.authPenaltyDecayMs ?? 60_000),
     channelOpenTimeoutMs: nonNegative("channelOpenTimeoutMs", o.channelOpenTimeoutMs ?? 15_000),
     closeGraceMs: nonNegative("closeGraceMs", o.closeGraceMs ?? 2_000),
     now: o.now ?? (() => new Date()),

@@ -18,8 +18,10 @@ import net from "node:net";
 import { dirname } from "node:path";
 import ssh2, { type Connection } from "ssh2";
 import { formatEndpoint } from "../shared/address.js";
+import { boundRecord } from "../shared/bounded-text.js";
 import { RevtunError } from "../shared/errors.js";
 import { normalizeIp } from "./address-match.js";
+import { SourcePenalties } from "./authentication.js";
 import { type AuthorizedKeys, parseAuthorizedKeys } from "./authorized-keys.js";
 import { type Binding, BindingTable, type BindOutcome, type ReleaseReason } from "./bindings.js";
 import type { RelayEvents } from "./events.js";
@@ -27,13 +29,27 @@ import { forwardInfo } from "./forwarding.js";
 import { RelayMetrics } from "./metrics.js";
 import { type RelayOptions, type ResolvedRelayOptions, resolveRelayOptions } from "./options.js";
 import { authorizeKey, type BindTarget, type KeyDecision } from "./policy.js";
-import { RelaySession, type SessionHost } from "./session.js";
+import { RelaySession, type SessionHost, sourceOf } from "./session.js";
 
 /** setInterval's ceiling: ssh2 has no "off" for server keepalives, so "off" is "never". */
 const NEVER_MS = 2 ** 31 - 1;
 /** TCP keepalive on client sockets, under the SSH one: it also clears half-dead NAT entries. */
 const TCP_KEEPALIVE_MS = 30_000;
 const WATCH_DEBOUNCE_MS = 250;
+/**
+ * Records anyone can cause without a key, each at most this many a second
+ * (see emit). Measured before, one address on loopback: a connect loop made
+ * 7400-9100 connection-refused records/s (615-759 KiB/s), connect-and-close
+ * 1500 handshake-ended records/s (94 KiB/s at info level).
+ */
+const PREAUTH_RECORDS_PER_S = 20;
+const PREAUTH_THROTTLED = new Set<string>([
+  "connection-refused",
+  "handshake-ended",
+  "auth-refused",
+  // Mostly garbage or resets before authentication (2700 in 3 s of connect-and-close).
+  "session-error",
+]);
 
 export class Relay extends EventEmitter<RelayEvents> {
   // Private: it holds the host key.
@@ -54,6 +70,9 @@ export class Relay extends EventEmitter<RelayEvents> {
   private state: "new" | "starting" | "listening" | "closing" | "closed" = "new";
   private bound: { host: string; port: number } | undefined;
   private readonly host: SessionHost;
+  private readonly penalties: SourcePenalties;
+  /** Per throttled event: the current one-second window and what it left out. */
+  private readonly throttle = new Map<string, { start: number; count: number; suppressed: number }>();
 
   constructor(options: RelayOptions) {
     super();
@@ -68,7 +87,43 @@ export class Relay extends EventEmitter<RelayEvents> {
       }),
       options.registry,
     );
+    this.penalties = new SourcePenalties({
+      stepMs: this.options.authPenaltyStepMs,
+      maxMs: this.options.authPenaltyMaxMs,
+      decayMs: this.options.authPenaltyDecayMs,
+      maxSources: this.options.limits.maxTrackedSources,
+    });
     this.host = this.sessionHost();
+  }
+
+  /**
+   * Every record leaves bounded (src/shared/bounded-text.ts): user names,
+   * bind addresses, method names and error texts come from the peer; and
+   * the pre-authentication ones are rate-limited (PREAUTH_RECORDS_PER_S).
+   */
+  override emit<K extends keyof RelayEvents>(name: K, ...args: RelayEvents[K]): boolean {
+    let records: unknown[] = args.map(boundRecord);
+    if (PREAUTH_THROTTLED.has(name)) {
+      // What a peer without a key can make the relay say is bounded: at most
+      // PREAUTH_RECORDS_PER_S of each such event a second, and the next one
+      // that goes out says how many were left out. Metrics still count all.
+      const now = Date.now();
+      const t = this.throttle.get(name) ?? { start: now, count: 0, suppressed: 0 };
+      this.throttle.set(name, t);
+      if (now - t.start >= 1_000) {
+        t.start = now;
+        t.count = 0;
+      }
+      if (++t.count > PREAUTH_RECORDS_PER_S) {
+        t.suppressed++;
+        return false;
+      }
+      if (t.suppressed) {
+        records = [{ ...(records[0] as object), suppressed: t.suppressed }];
+        t.suppressed = 0;
+      }
+    }
+    return (super.emit as (n: K, ...a: unknown[]) => boolean)(name, ...records);
   }
 
   get registry() {
@@ -104,6 +159,16 @@ export class Relay extends EventEmitter<RelayEvents> {
           // keepaliveCountMax unanswered ones (lib/server.js).
           keepaliveInterval: this.options.keepaliveIntervalMs || NEVER_MS,
           keepaliveCountMax: this.options.keepaliveCountMax,
+          // No compression at all. ssh2 inflates without an output bound
+          // (lib/protocol/zlib.js ZlibPacketReader; crypto.js's packet-size
+          // check is on the compressed length, its TODO says so), and it
+          // offered plain zlib before authentication: 138 KB from an
+          // unauthenticated peer became 120 MB of log and 463 MB RSS, and
+          // 3 MB of compressed IGNORE packets cost 2.6 CPU s (issue 12).
+          // zlib@openssh.com only starts after authentication but is just as
+          // unbounded for an authorized key, and tunnelled traffic is mostly
+          // already compressed or encrypted, so nothing is lost.
+          algorithms: { compress: ["none"] },
         },
         (conn, info) => this.onSshConnection(conn, info.ip, info.port),
       );
@@ -262,12 +327,13 @@ export class Relay extends EventEmitter<RelayEvents> {
     }
     socket.setNoDelay(true);
     socket.setKeepAlive(true, TCP_KEEPALIVE_MS);
-    const unauthenticated = this.sessions.size - this.authenticatedSessions().length;
-    if (unauthenticated >= this.options.limits.maxUnauthenticated) {
+    const ip = normalizeIp(remote);
+    const refusal = this.admit(sourceOf(ip));
+    if (refusal) {
       socket.destroy();
       this.emit("connection-refused", {
-        peer: formatEndpoint({ kind: "tcp", host: normalizeIp(remote), port: socket.remotePort ?? 0 }),
-        reason: `too many unauthenticated connections (limit ${this.options.limits.maxUnauthenticated})`,
+        peer: formatEndpoint({ kind: "tcp", host: ip, port: socket.remotePort ?? 0 }),
+        reason: refusal,
       });
       return;
     }
@@ -279,6 +345,36 @@ export class Relay extends EventEmitter<RelayEvents> {
       if (this.awaitingSsh.get(key) === session) this.awaitingSsh.delete(key);
     });
     this.ssh?.injectSocket(socket);
+  }
+
+  /**
+   * Why a new connection from `source` is refused, if it is: sshd's
+   * PerSourceMaxStartups, then MaxStartups start:rate:full (random early
+   * drop, so a flood from many addresses lowers everyone's odds instead of
+   * shutting the door, and a reconnecting agent gets in within a few tries).
+   * One pass over the sessions: they are bounded by the limits themselves.
+   */
+  private admit(source: string): string | undefined {
+    const l = this.options.limits;
+    let total = 0;
+    let fromSource = 0;
+    for (const s of this.sessions) {
+      if (s.authenticated) continue;
+      total++;
+      if (s.source === source) fromSource++;
+    }
+    if (fromSource >= l.maxUnauthenticatedPerSource)
+      return `too many unauthenticated connections from ${source} (limit ${l.maxUnauthenticatedPerSource})`;
+    if (total >= l.maxUnauthenticated)
+      return `too many unauthenticated connections (limit ${l.maxUnauthenticated})`;
+    if (total >= l.unauthenticatedDropStart) {
+      const span = l.maxUnauthenticated - l.unauthenticatedDropStart;
+      const rate = l.unauthenticatedDropRatePercent / 100;
+      const p = rate + ((1 - rate) * (total - l.unauthenticatedDropStart)) / span;
+      if (Math.random() < p)
+        return `${total} unauthenticated connections: dropped at random (start ${l.unauthenticatedDropStart}, full ${l.maxUnauthenticated})`;
+    }
+    return undefined;
   }
 
   /**
@@ -330,6 +426,8 @@ export class Relay extends EventEmitter<RelayEvents> {
       options: this.options,
       metrics: this.metrics,
       authorize: (blob, ip) => this.authorize(blob, ip),
+      penalize: (ip) => this.penalties.fail(ip),
+      forgive: (ip, n) => this.penalties.forgive(ip, n),
       sessionsForKey: (fp) => this.authenticatedSessions().filter((s) => s.fingerprint === fp).length,
       bind: (owner, target, port) => this.bind(owner as RelaySession, target, port),
       release: (b, reason) => this.release(b, reason),

@@ -8,10 +8,11 @@ import type { EventEmitter } from "node:events";
 import type net from "node:net";
 import type { Connection } from "ssh2";
 import { formatEndpoint } from "../shared/address.js";
+import { boundText, RECORD_TEXT_MAX } from "../shared/bounded-text.js";
 import { OPEN_FAILURE, rejectChannelOpen } from "../ssh2/channel-open-failure.js";
 import { poolPadding } from "../ssh2/padding-pool.js";
 import { applyWindowPolicy } from "../ssh2/window.js";
-import { normalizeIp } from "./address-match.js";
+import { ipBytes, normalizeIp } from "./address-match.js";
 import { type AuthHost, SessionAuthentication } from "./authentication.js";
 import type { AuthorizedKey } from "./authorized-keys.js";
 import type { Binding, ReleaseReason } from "./bindings.js";
@@ -27,8 +28,24 @@ export interface SessionHost extends AuthHost, ForwardingHost {
 const NO_SHELL = "revtun relay: forwarding only, no shell or commands";
 const NO_LOCAL = "revtun relay: forwarding only, local forwarding (-L, -D, -W) is not allowed";
 
+/**
+ * The unit per-source limits and penalties count by: an IPv4 address, or an
+ * IPv6 /64 (one host is routinely given a whole /64, so per address would
+ * let it open 2^64 "sources"; sshd's PerSourceNetBlockSize makes the same
+ * knob available).
+ */
+export function sourceOf(ip: string): string {
+  const b = ipBytes(ip);
+  if (!b || b.length === 4) return ip;
+  return `${Buffer.from(b.subarray(0, 8))
+    .toString("hex")
+    .replace(/(.{4})(?!$)/g, "$1:")}::/64`;
+}
+
 export class RelaySession {
   readonly ip: string;
+  /** What per-source limits count by (sourceOf). */
+  readonly source: string;
   readonly peer: string;
   fingerprint = "";
   key: AuthorizedKey | undefined;
@@ -53,6 +70,7 @@ export class RelaySession {
     private readonly host: SessionHost,
   ) {
     this.ip = normalizeIp(socket.remoteAddress ?? "");
+    this.source = sourceOf(this.ip);
     this.peer = formatEndpoint({ kind: "tcp", host: this.ip, port: socket.remotePort ?? 0 });
     this.finished = new Promise((r) => {
       this.resolveFinished = r;
@@ -139,16 +157,18 @@ export class RelaySession {
         this.close("keepalive timeout: no answer from the client");
         return;
       }
-      this.lastError ??= err.message;
+      // A client's DISCONNECT description arrives as err.message.
+      const error = boundText(err.message, RECORD_TEXT_MAX);
+      this.lastError ??= error;
       this.host.emit("session-error", {
         peer: this.peer,
         ...(this.fingerprint ? { fingerprint: this.fingerprint } : {}),
-        error: err.message,
+        error,
       });
     });
     conn.on("authentication", (ctx) => {
       if (this.closing) return;
-      this.username = ctx.username;
+      this.username = boundText(ctx.username);
       this.auth.handle(ctx);
     });
     poolPadding(conn);

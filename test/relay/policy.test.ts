@@ -48,14 +48,19 @@ describe("authorized_keys parsing", () => {
     assert.ok(k.fingerprint.startsWith("SHA256:"));
   });
 
-  test("escaped quotes, option names case-insensitive, unknown options recorded", () => {
+  test("escaped quotes, option names case-insensitive, sshd-only options recorded, unknown ones refuse the line", () => {
     assert.deepEqual(parseOptions('command="echo \\"a,b\\"",No-Pty'), [
       ["command", 'echo "a,b"'],
       ["no-pty", undefined],
     ]);
-    const k = one(`command="x y",frobnicate,PERMITLISTEN="[::1]:*" ${PUB}`);
-    assert.deepEqual(k.options.ignored, ["command", "frobnicate (unknown)"]);
+    const k = one(`command="x y",No-Pty,PERMITLISTEN="[::1]:*" ${PUB}`);
+    assert.deepEqual(k.options.ignored, ["command", "no-pty"]);
     assert.deepEqual(k.options.permitListen, [{ host: "::1", port: "any", text: "[::1]:*" }]);
+    const r = parseAuthorizedKeys(`command="x y",frobnicate ${PUB}`);
+    assert.equal(r.keys.length, 0);
+    assert.deepEqual(r.problems, [
+      { line: 1, message: 'unknown option "frobnicate" (sshd refuses such a line too)' },
+    ]);
   });
 
   test("restrict and port-forwarding apply in order", () => {
