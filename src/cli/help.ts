@@ -7,8 +7,9 @@ export const HELP = `usage: revtun [-N] [-v] [-q] [-p port] [-l login] [-i ident
               -R spec... [user@]host
        revtun --config tunnels.yaml [--metrics [host:]port] [--log-format text|json]
        revtun relay --listen [host:]port --host-key FILE --authorized-keys FILE
-                    [--metrics [host:]port] [--gateway-ports] [--max-channels N]
-                    [--log-format text|json] [-v]
+                    [--metrics [host:]port] [--admin [host:]port] [--admin-token-file FILE]
+                    [--gateway-ports] [--max-channels N] [--log-format text|json] [-v]
+       revtun relay status [--json] [--admin host:port] [--admin-token-file FILE]
        revtun demo
        revtun --help | --version
        revtun relay --help

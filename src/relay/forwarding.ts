@@ -13,7 +13,7 @@ import type { AuthorizedKey } from "./authorized-keys.js";
 import type { Binding, BindingOwner, BindOutcome, ReleaseReason } from "./bindings.js";
 import type { ForwardInfo, RelayEvents, SessionRef } from "./events.js";
 import type { RelayMetrics } from "./metrics.js";
-import type { RelayLimits, ResolvedRelayOptions } from "./options.js";
+import type { ResolvedRelayOptions } from "./options.js";
 import { type BindTarget, checkListen, listenTarget, resolveBindAddress } from "./policy.js";
 
 /**

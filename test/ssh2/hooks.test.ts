@@ -52,12 +52,14 @@ describe("hooks into ssh2 internals are live", () => {
       "ignore-message",
       "keepalive-reset",
       "padding-pool",
+      "receive-window",
       "remote-version",
     ]);
     assert.deepEqual(server.map((h) => h.name).sort(), [
       "channel-open-failure",
       "ignore-message",
       "padding-pool",
+      "receive-window",
     ]);
   });
 
