@@ -7,6 +7,7 @@
 
 import type { Endpoint } from "../shared/address.js";
 import { formatHostPort } from "../shared/address.js";
+import { quote } from "../shared/bounded-text.js";
 import { RevtunError } from "../shared/errors.js";
 
 /** Where the server listens. `address` undefined means ssh's default (loopback). */
@@ -54,52 +55,54 @@ function unbracket(host: string): string {
   return host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host;
 }
 
-function parsePort(value: string, what: string, spec: string, allowZero: boolean): number {
+function parsePort(value: string, what: string, bad: string, allowZero: boolean): number {
   if (!/^\d+$/.test(value)) {
-    throw new RevtunError("USAGE", `bad forward spec "${spec}": ${what} "${value}" is not a port number`);
+    throw new RevtunError("USAGE", `${bad}: ${what} ${quote(value)} is not a port number`);
   }
   const n = Number(value);
   if (n > 65535 || (!allowZero && n === 0)) {
-    throw new RevtunError(
-      "USAGE",
-      `bad forward spec "${spec}": ${what} ${n} is out of range (${allowZero ? 0 : 1}-65535)`,
-    );
+    throw new RevtunError("USAGE", `${bad}: ${what} ${n} is out of range (${allowZero ? 0 : 1}-65535)`);
   }
   return n;
 }
 
 const isPath = (s: string) => s.startsWith("/") || s.startsWith("./") || s.startsWith("~/");
 
-function parseTarget(fields: string[], spec: string): Endpoint {
+function parseTarget(fields: string[], bad: string): Endpoint {
   if (fields.length === 1 && fields[0] !== undefined && isPath(fields[0])) {
     return { kind: "unix", path: fields[0] };
   }
   if (fields.length !== 2) {
-    throw new RevtunError("USAGE", `bad forward spec "${spec}": expected host:hostport or /path/to/socket`);
+    throw new RevtunError("USAGE", `${bad}: expected host:hostport or /path/to/socket`);
   }
   const [host = "", port = ""] = fields;
-  if (host === "") throw new RevtunError("USAGE", `bad forward spec "${spec}": the target host is empty`);
-  return { kind: "tcp", host: unbracket(host), port: parsePort(port, "hostport", spec, false) };
+  if (host === "") throw new RevtunError("USAGE", `${bad}: the target host is empty`);
+  return { kind: "tcp", host: unbracket(host), port: parsePort(port, "hostport", bad, false) };
 }
 
-function parseBind(fields: string[], spec: string): BindSpec {
+function parseBind(fields: string[], bad: string): BindSpec {
   if (fields.length === 1 && fields[0] !== undefined && isPath(fields[0])) {
     return { kind: "unix", path: fields[0] };
   }
   if (fields.length === 1) {
-    return { kind: "tcp", address: undefined, port: parsePort(fields[0] ?? "", "port", spec, true) };
+    return { kind: "tcp", address: undefined, port: parsePort(fields[0] ?? "", "port", bad, true) };
   }
   if (fields.length === 2) {
     const [addr = "", port = ""] = fields;
-    return { kind: "tcp", address: unbracket(addr), port: parsePort(port, "port", spec, true) };
+    return { kind: "tcp", address: unbracket(addr), port: parsePort(port, "port", bad, true) };
   }
-  throw new RevtunError("USAGE", `bad forward spec "${spec}": too many ':'-separated fields`);
+  throw new RevtunError("USAGE", `${bad}: too many ':'-separated fields`);
 }
 
 /** Parses a `-R` argument. */
 export function parseRemoteForward(spec: string): ForwardSpec {
+  return parseSpec(spec, `bad forward spec ${quote(spec)}`);
+}
+
+/** `bad` starts every error message: it names the value as the user wrote it. */
+function parseSpec(spec: string, bad: string): ForwardSpec {
   const text = spec.trim();
-  if (text === "") throw new RevtunError("USAGE", 'bad forward spec "": it is empty');
+  if (text === "") throw new RevtunError("USAGE", `${bad}: it is empty`);
   const fields = splitFields(text);
   // Try the split between bind and target that leaves a valid target:
   // target is host:port (2 fields) or a socket path (1 field).
@@ -108,11 +111,11 @@ export function parseRemoteForward(spec: string): ForwardSpec {
   if (fields.length <= targetFields) {
     throw new RevtunError(
       "USAGE",
-      `bad forward spec "${spec}": expected [bind_address:]port:host:hostport (dynamic -R port forwarding is not supported)`,
+      `${bad}: expected [bind_address:]port:host:hostport (dynamic -R port forwarding is not supported)`,
     );
   }
-  const bind = parseBind(fields.slice(0, fields.length - targetFields), spec);
-  const target = parseTarget(fields.slice(fields.length - targetFields), spec);
+  const bind = parseBind(fields.slice(0, fields.length - targetFields), bad);
+  const target = parseTarget(fields.slice(fields.length - targetFields), bad);
   return { bind, target, text };
 }
 
@@ -122,10 +125,10 @@ export function parseConfigRemoteForward(value: string): ForwardSpec {
   if (parts.length !== 2) {
     throw new RevtunError(
       "USAGE",
-      `bad RemoteForward "${value}": expected "[bind_address:]port host:hostport" (two fields)`,
+      `bad RemoteForward ${quote(value)}: expected "[bind_address:]port host:hostport" (two fields)`,
     );
   }
-  const parsed = parseRemoteForward(`${parts[0]}:${parts[1]}`);
+  const parsed = parseSpec(`${parts[0]}:${parts[1]}`, `bad RemoteForward ${quote(value)}`);
   return { ...parsed, text: value.trim() };
 }
 

@@ -6,6 +6,7 @@
 
 import { type ForwardSpec, parseRemoteForward } from "../agent/forward-spec.js";
 import { applyDashO, type SshOptions } from "../config/directives.js";
+import { quote } from "../shared/bounded-text.js";
 import { RevtunError } from "../shared/errors.js";
 
 export interface CliArgs {
@@ -70,7 +71,8 @@ function usage(msg: string): RevtunError {
 }
 
 function nonNegative(name: string, value: string): number {
-  if (!/^\d+(\.\d+)?$/.test(value)) throw usage(`bad --${name} "${value}": expected a number of seconds`);
+  if (!/^\d+(\.\d+)?$/.test(value))
+    throw usage(`bad --${name} ${quote(value)}: expected a number of seconds`);
   return Number(value);
 }
 
@@ -91,7 +93,7 @@ export function parseArgs(argv: string[]): CliArgs {
     switch (flag) {
       case "p":
         if (!/^\d+$/.test(value) || Number(value) < 1 || Number(value) > 65535) {
-          throw usage(`bad port "${value}" for -p: expected 1-65535`);
+          throw usage(`bad port ${quote(value)} for -p: expected 1-65535`);
         }
         out.ssh.port = Number(value);
         return;
@@ -118,12 +120,14 @@ export function parseArgs(argv: string[]): CliArgs {
         return;
       default:
         throw usage(
-          `-${flag} is an ssh option revtun does not support (revtun only keeps remote forwards up)`,
+          `-${flag} is an ssh option revtun does not support (revtun only keeps remote forwards up): ${quote(currentArg)}`,
         );
     }
   };
+  let currentArg = "";
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i] ?? "";
+    currentArg = arg;
     if (arg === "--") {
       positional.push(...argv.slice(i + 1));
       break;
@@ -139,7 +143,7 @@ export function parseArgs(argv: string[]): CliArgs {
         out.version = true;
         continue;
       }
-      if (!LONG_WITH_VALUE.has(name)) throw usage(`unknown option "--${name}"`);
+      if (!LONG_WITH_VALUE.has(name)) throw usage(`unknown option ${quote(`--${name}`)}`);
       const value = eq === -1 ? argv[++i] : arg.slice(eq + 1);
       if (value === undefined) throw usage(`--${name} needs a value`);
       switch (name) {
@@ -148,7 +152,7 @@ export function parseArgs(argv: string[]): CliArgs {
           break;
         case "log-format":
           if (value !== "text" && value !== "json")
-            throw usage(`bad --log-format "${value}": expected text or json`);
+            throw usage(`bad --log-format ${quote(value)}: expected text or json`);
           out.logFormat = value;
           break;
         case "grace":
@@ -156,7 +160,7 @@ export function parseArgs(argv: string[]): CliArgs {
           break;
         case "max-backoff":
           out.maxBackoffSeconds = nonNegative(name, value);
-          if (out.maxBackoffSeconds < 1) throw usage(`bad --max-backoff "${value}": at least 1 second`);
+          if (out.maxBackoffSeconds < 1) throw usage(`bad --max-backoff ${quote(value)}: at least 1 second`);
           break;
         case "config":
           out.tunnelsFile = value;
@@ -195,7 +199,7 @@ export function parseArgs(argv: string[]): CliArgs {
           else if (flag === "6") out.ssh.addressFamily ??= "inet6";
           continue;
         }
-        throw usage(`unknown option -${flag}`);
+        throw usage(`unknown option ${quote(`-${flag}`)} in ${quote(arg)}`);
       }
       continue;
     }
@@ -203,33 +207,9 @@ export function parseArgs(argv: string[]): CliArgs {
   }
   if (positional.length > 1) {
     throw usage(
-      `unexpected "${positional.slice(1).join(" ")}" after the destination: revtun runs no remote command (use -N)`,
+      `unexpected ${positional.slice(1).map(quote).join(" ")} after the destination: revtun runs no remote command (use -N)`,
     );
   }
   out.destination = positional[0];
   return out;
-}
-
-/** Splits `[user@]host[:port]` or `ssh://[user@]host[:port]`. */
-export function parseDestination(dest: string): { user?: string; host: string; port?: number } {
-  let rest = dest;
-  let port: number | undefined;
-  const uri = rest.startsWith("ssh://");
-  if (uri) rest = rest.slice(6);
-  let user: string | undefined;
-  const at = rest.lastIndexOf("@");
-  if (at !== -1) {
-    user = rest.slice(0, at);
-    rest = rest.slice(at + 1);
-  }
-  if (uri) {
-    const m = /^(\[[^\]]+\]|[^:]+)(?::(\d+))?$/.exec(rest);
-    if (!m?.[1]) throw usage(`bad destination "${dest}"`);
-    rest = m[1];
-    if (m[2]) port = Number(m[2]);
-  }
-  const host = rest.startsWith("[") && rest.endsWith("]") ? rest.slice(1, -1) : rest;
-  if (host === "" || (user !== undefined && user === ""))
-    throw usage(`bad destination "${dest}": expected [user@]host`);
-  return { ...(user ? { user } : {}), host, ...(port ? { port } : {}) };
 }

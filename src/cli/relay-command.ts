@@ -5,6 +5,7 @@
  * the other commands do: 0 after a signal, 2 for bad flags and configuration,
  * 255 when the relay cannot run.
  */
+
 import { type ParseArgsConfig, parseArgs } from "node:util";
 import { type AdminServer, isLoopback, startAdminServer } from "../relay/admin/admin-server.js";
 import {
@@ -15,6 +16,7 @@ import {
 } from "../relay/events.js";
 import { Relay } from "../relay/relay.js";
 import { formatHostPort } from "../shared/address.js";
+import { escapeControl, quote } from "../shared/bounded-text.js";
 import { RevtunError } from "../shared/errors.js";
 import { loadOrCreateHostKey } from "../shared/keys.js";
 import { createLogger, type LogFormat, type Logger, RepeatCollapser, type Repeats } from "../shared/log.js";
@@ -80,7 +82,14 @@ export function parseRelayArgs(argv: string[]): RelayArgs | "help" {
       options: RELAY_OPTIONS,
     }));
   } catch (err) {
-    throw new RevtunError("USAGE", (err as Error).message);
+    // node's parseArgs quotes the argument raw and explains over several
+    // lines: escape the arguments it quotes, then keep the first line.
+    let message = (err as Error).message;
+    for (const a of argv) if (a !== escapeControl(a)) message = message.split(a).join(escapeControl(a));
+    throw new RevtunError(
+      "USAGE",
+      `${escapeControl(message.split("\n")[0] ?? "")} (in ${quote(argv.join(" "))})`,
+    );
   }
   if (values.help) return "help";
   const str = (name: string): string => {
@@ -95,7 +104,7 @@ export function parseRelayArgs(argv: string[]): RelayArgs | "help" {
     : parseListen(listenText, "--listen");
   const format = values["log-format"] ?? "text";
   if (format !== "text" && format !== "json") {
-    throw new RevtunError("USAGE", `bad --log-format "${String(format)}": expected text or json`);
+    throw new RevtunError("USAGE", `bad --log-format ${quote(String(format))}: expected text or json`);
   }
   const metrics = values.metrics;
   const admin = values.admin;
@@ -107,7 +116,7 @@ export function parseRelayArgs(argv: string[]): RelayArgs | "help" {
   if (typeof maxChannelsText === "string") {
     maxChannels = Number(maxChannelsText);
     if (!/^\d+$/.test(maxChannelsText) || maxChannels < 1 || maxChannels > 100_000)
-      throw new RevtunError("USAGE", `bad --max-channels "${maxChannelsText}": expected 1 to 100000`);
+      throw new RevtunError("USAGE", `bad --max-channels ${quote(maxChannelsText)}: expected 1 to 100000`);
   }
   return {
     listen,

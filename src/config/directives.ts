@@ -9,6 +9,7 @@
 
 import { type ForwardSpec, parseConfigRemoteForward } from "../agent/forward-spec.js";
 import type { StrictHostKeyChecking } from "../agent/known-hosts.js";
+import { quote } from "../shared/bounded-text.js";
 import { RevtunError } from "../shared/errors.js";
 
 export interface SshOptions {
@@ -49,7 +50,7 @@ interface Directive<K extends keyof SshOptions = keyof SshOptions> {
 }
 
 function bad(name: string, value: string, expected: string): RevtunError {
-  return new RevtunError("USAGE", `bad value for ${name}: "${value}" (expected ${expected})`);
+  return new RevtunError("USAGE", `bad value for ${name}: ${quote(value)} (expected ${expected})`);
 }
 
 const yesNo = (value: string, name: string): boolean => {
@@ -220,7 +221,7 @@ export function parseDashO(arg: string): { name: string; value: string } {
   if (!m?.[1] || m[2] === undefined || m[2].trim() === "") {
     throw new RevtunError(
       "USAGE",
-      `bad -o argument "${arg}": expected Option=value, e.g. -o ServerAliveInterval=15`,
+      `bad -o argument ${quote(arg)}: expected Option=value, e.g. -o ServerAliveInterval=15`,
     );
   }
   return { name: m[1], value: m[2].trim() };
@@ -232,7 +233,7 @@ export function applyDashO(opts: SshOptions, arg: string): void {
   if (setOption(opts, name, value) === "unsupported") {
     throw new RevtunError(
       "USAGE",
-      `unsupported option "${name}" in -o ${arg}; revtun supports: ${SUPPORTED_OPTIONS.join(", ")}`,
+      `unsupported option ${quote(name)} in -o ${arg}; revtun supports: ${SUPPORTED_OPTIONS.join(", ")}`,
     );
   }
 }

@@ -6,7 +6,6 @@
 import { userInfo } from "node:os";
 import type { JumpHost } from "../agent/options.js";
 import { parseUserHostPort } from "../shared/address.js";
-import { RevtunError } from "../shared/errors.js";
 import type { SshOptions } from "./directives.js";
 import { applySshConfig } from "./ssh-config.js";
 
@@ -29,13 +28,10 @@ export interface JumpContext {
 export function parseJumpHosts(value: string): JumpSpec[] {
   return value.split(",").map((raw) => {
     const text = raw.trim();
-    try {
-      return { ...parseUserHostPort(text, "jump host"), text };
-    } catch (err) {
-      if (!(err instanceof RevtunError)) throw err;
-      const why = err.message.replace(/^bad jump host "[^"]*": /, "");
-      throw new RevtunError("USAGE", `bad jump host "${text === "" ? value : text}" in -J/ProxyJump: ${why}`);
-    }
+    return {
+      ...parseUserHostPort(text === "" ? value : text, "jump host", { where: "in -J/ProxyJump" }),
+      text,
+    };
   });
 }
 

@@ -15,6 +15,7 @@ import { isAbsolute, join } from "node:path";
 import { type Line, LineType, parse } from "ssh-config";
 import { glob } from "tinyglobby";
 import { expandTilde } from "../shared/address.js";
+import { escapeControl } from "../shared/bounded-text.js";
 import { RevtunError } from "../shared/errors.js";
 import { matchPatternList, matchPatterns } from "../shared/patterns.js";
 import { type SetResult, type SshOptions, setOption } from "./directives.js";
@@ -93,7 +94,15 @@ export async function applySshConfig(opts: SshOptions, ctx: SshConfigContext): P
     // ssh has lowercased the host name by then.
     await evaluator.run({ host: expandHostName(opts.hostName, ctx.host).toLowerCase(), final: true });
   }
-  expandTokens(opts, ctx, home);
+  try {
+    expandTokens(opts, ctx, home);
+  } catch (err) {
+    // Tokens are expanded once every source is in, so the value may come from
+    // the command line or any file read: name them all.
+    if (!(err instanceof RevtunError)) throw err;
+    const from = result.files.length ? `the command line and ${result.files.join(", ")}` : "the command line";
+    throw new RevtunError(err.code, `${err.message} (in options from ${from})`, { cause: err });
+  }
   return result;
 }
 
@@ -120,7 +129,10 @@ function parseFile(file: string, text: string): Block[] {
   try {
     parsed = parse(text);
   } catch (err) {
-    throw new RevtunError("CONFIG", `cannot parse ssh config file ${file}: ${(err as Error).message}`);
+    throw new RevtunError(
+      "CONFIG",
+      `cannot parse ssh config file ${file}: ${escapeControl((err as Error).message)}`,
+    );
   }
   const blocks: Block[] = [{ header: undefined, lines: [] }];
   let lineNo = 1;

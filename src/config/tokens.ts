@@ -3,10 +3,12 @@
  * expanded once every source has been applied, as ssh does, so %r, %p and %h
  * see the final user, port and host name (command-line values included).
  */
+
 import { createHash } from "node:crypto";
 import { hostname } from "node:os";
 import type { ForwardSpec } from "../agent/forward-spec.js";
 import { expandTilde } from "../shared/address.js";
+import { quote } from "../shared/bounded-text.js";
 import { RevtunError } from "../shared/errors.js";
 import type { SshOptions } from "./directives.js";
 
@@ -32,8 +34,8 @@ function percentExpand(value: string, tokens: Record<string, string>, directive:
       throw new RevtunError(
         "CONFIG",
         key === ""
-          ? `${directive} "${value}" ends with a lone %; write %% for a percent sign`
-          : `${directive} "${value}": unknown token %${key} (supported: ${Object.keys(tokens)
+          ? `${directive} ${quote(value)} ends with a lone %; write %% for a percent sign`
+          : `${directive} ${quote(value)}: unknown token %${key} (supported: ${Object.keys(tokens)
               .map((k) => `%${k}`)
               .join(" ")} %%)`,
       );

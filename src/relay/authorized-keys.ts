@@ -12,7 +12,7 @@
  * half-applied.
  */
 import { readFile } from "node:fs/promises";
-import { boundText } from "../shared/bounded-text.js";
+import { boundText, quote } from "../shared/bounded-text.js";
 import { RevtunError } from "../shared/errors.js";
 import { fingerprintSha256, parsePublicKey } from "../shared/keys.js";
 import { checkFromList } from "./address-match.js";
@@ -85,7 +85,7 @@ export function parseOptions(field: string): Array<[string, string | undefined]>
   let i = 0;
   while (i < field.length) {
     const nameMatch = /^[A-Za-z0-9_-]+/.exec(field.slice(i));
-    if (!nameMatch) return `bad option syntax at "${field.slice(i, i + 20)}"`;
+    if (!nameMatch) return `bad option syntax at ${quote(field.slice(i, i + 20))}`;
     const name = nameMatch[0].toLowerCase();
     i += nameMatch[0].length;
     let value: string | undefined;
@@ -128,7 +128,7 @@ export function parseListenPermission(text: string): ListenPermission | string {
     port = bracketed[2] ?? "";
   } else {
     const parts = text.split(":");
-    if (parts.length > 2) return `bad permitlisten "${text}": put an IPv6 host in brackets, [::1]:8080`;
+    if (parts.length > 2) return `bad permitlisten ${quote(text)}: put an IPv6 host in brackets, [::1]:8080`;
     if (parts.length === 2) {
       host = parts[0] ?? "";
       port = parts[1] ?? "";
@@ -136,17 +136,17 @@ export function parseListenPermission(text: string): ListenPermission | string {
       port = text;
     }
   }
-  if (host === "") return `bad permitlisten "${text}": empty host`;
+  if (host === "") return `bad permitlisten ${quote(text)}: empty host`;
   if (port === "*") return { ...(host !== undefined ? { host: host.toLowerCase() } : {}), port: "any", text };
   if (!/^\d{1,5}$/.test(port) || Number(port) > 65535)
-    return `bad permitlisten "${text}": port must be 0-65535 or *`;
+    return `bad permitlisten ${quote(text)}: port must be 0-65535 or *`;
   return { ...(host !== undefined ? { host: host.toLowerCase() } : {}), port: Number(port), text };
 }
 
 /** `YYYYMMDD[HHMM[SS]]`, local time unless a trailing `Z` says UTC (OpenSSH parse_absolute_time). */
 export function parseExpiryTime(text: string): Date | string {
   const m = /^(\d{4})(\d{2})(\d{2})(?:(\d{2})(\d{2})(\d{2})?)?(Z)?$/i.exec(text);
-  if (!m) return `bad expiry-time "${text}": expected YYYYMMDD[HHMM[SS]][Z]`;
+  if (!m) return `bad expiry-time ${quote(text)}: expected YYYYMMDD[HHMM[SS]][Z]`;
   const [y, mo, d, h, mi, s] = [m[1], m[2], m[3], m[4], m[5], m[6]].map((v) => Number(v ?? 0)) as [
     number,
     number,
@@ -167,7 +167,7 @@ export function parseExpiryTime(text: string): Date | string {
       ]
     : [date.getFullYear(), date.getMonth() + 1, date.getDate(), date.getHours(), date.getMinutes()];
   if (back.join() !== [y, mo, d, h, mi].join() || s > 59)
-    return `bad expiry-time "${text}": not a valid date`;
+    return `bad expiry-time ${quote(text)}: not a valid date`;
   return date;
 }
 
@@ -197,7 +197,7 @@ function applyOptions(pairs: Array<[string, string | undefined]>): KeyOptions | 
       case "from": {
         if (opts.from !== undefined) return 'more than one "from" option';
         const bad = checkFromList(value ?? "");
-        if (bad) return `bad from="${value}": ${bad}`;
+        if (bad) return `bad from=${quote(value ?? "")}: ${bad}`;
         opts.from = value;
         break;
       }
@@ -216,8 +216,7 @@ function applyOptions(pairs: Array<[string, string | undefined]>): KeyOptions | 
         // sshd refuses a line with an option it does not know (auth-options.c
         // "unsupported option"); ignoring it failed open: a misspelled
         // `no-port-forwardign` left the key with full forwarding (issue 12).
-        if (!NOT_APPLICABLE.has(name))
-          return `unknown option "${boundText(name)}" (sshd refuses such a line too)`;
+        if (!NOT_APPLICABLE.has(name)) return `unknown option ${quote(name)} (sshd refuses such a line too)`;
         opts.ignored.push(name);
     }
   }
@@ -271,16 +270,19 @@ export function parseAuthorizedKeys(text: string): AuthorizedKeys {
     }
     const [type = "", b64 = "", ...commentWords] = rest.split(/[ \t]+/);
     if (type.includes("-cert-v")) {
-      problems.push({ line, message: `certificate key type ${type} is not supported` });
+      problems.push({ line, message: `certificate key type ${quote(type)} is not supported` });
       return;
     }
     const parsed = b64 ? parsePublicKey(`${type} ${b64}`) : undefined;
     if (!parsed) {
-      problems.push({ line, message: `not a public key ssh2 can read (type "${type}")` });
+      problems.push({ line, message: `not a public key ssh2 can read (type ${quote(type)})` });
       return;
     }
     if (parsed.type !== type) {
-      problems.push({ line, message: `key type "${type}" does not match the key, which is ${parsed.type}` });
+      problems.push({
+        line,
+        message: `key type ${quote(type)} does not match the key, which is ${parsed.type}`,
+      });
       return;
     }
     keys.push({

@@ -3,8 +3,10 @@
  * IPv6 hosts in brackets, ssh's `[host]:port` names, `[user@]host[:port]`
  * destinations, `~` paths, and the endpoints a forward connects to.
  */
+
 import { homedir } from "node:os";
 import { join } from "node:path";
+import { quote } from "./bounded-text.js";
 import { RevtunError } from "./errors.js";
 
 /** Where a forwarded connection goes: a TCP host and port, or a unix socket. */
@@ -47,14 +49,16 @@ export interface UserHostPort {
  * Parses `[user@]host[:port]`, `ssh://[user@]host[:port]`, with an IPv6 host
  * in brackets; `what` names the value in errors ("destination", "jump host").
  * `allowPort: false` reads a colon as part of the host, as ssh reads its
- * destination argument (the port there comes from -p or ssh://).
+ * destination argument (the port there comes from -p or ssh://); `where`
+ * follows the value in errors ("in -J/ProxyJump").
  */
 export function parseUserHostPort(
   text: string,
   what: string,
-  opts: { allowPort?: boolean } = {},
+  opts: { allowPort?: boolean; where?: string } = {},
 ): UserHostPort {
-  const bad = (why: string) => new RevtunError("USAGE", `bad ${what} "${text}": ${why}`);
+  const where = opts.where ? ` ${opts.where}` : "";
+  const bad = (why: string) => new RevtunError("USAGE", `bad ${what} ${quote(text)}${where}: ${why}`);
   const uri = text.startsWith("ssh://");
   let rest = uri ? text.slice("ssh://".length).replace(/\/$/, "") : text;
   const allowPort = uri || (opts.allowPort ?? true);
@@ -83,7 +87,7 @@ export function parseUserHostPort(
   let port: number | undefined;
   if (portText !== undefined) {
     if (!/^\d+$/.test(portText) || Number(portText) < 1 || Number(portText) > 65535) {
-      throw bad(`port "${portText}" is not 1-65535`);
+      throw bad(`port ${quote(portText)} is not 1-65535`);
     }
     port = Number(portText);
   }

@@ -14,17 +14,36 @@ export const RECORD_TEXT_MAX = 256;
 /** Fields of relay records whose value the peer chose outright. */
 const CLIENT_FIELDS = new Set(["username", "method", "address", "clientVersion", "type"]);
 
-// biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what it replaces
-const CONTROL = /[\u0000-\u001f\u007f-\u009f]/g;
+/**
+ * Control characters a terminal or a line-based log shipper would act on:
+ * C0 (newline, carriage return, ESC...), DEL, C1, and the Unicode line and
+ * paragraph separators. Peers choose some of what is logged (a pre-auth
+ * disconnect description, a tcpip-forward bind address), and a raw newline
+ * there let a client forge a whole line such as
+ * `19:99:99.000 INFO session 1 opened: SHA256:FORGED` (issue 12 item 6).
+ */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is the point
+const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g;
+const NAMED: Record<string, string> = { "\n": "\\n", "\r": "\\r", "\t": "\\t" };
+
+/** `s` with every control character written as `\n`, `\r`, `\t` or `\xHH` / `\uHHHH`. */
+export function escapeControl(s: string): string {
+  return s.replace(CONTROL, (c) => {
+    const named = NAMED[c];
+    if (named) return named;
+    const code = c.charCodeAt(0);
+    return code <= 0xff ? `\\x${code.toString(16).padStart(2, "0")}` : `\\u${code.toString(16)}`;
+  });
+}
 
 /**
  * `text` if it is at most `max` characters; otherwise its first `max`, `…`
- * and `(N chars)`. Control characters become `\xNN`, so a peer's string can
+ * and `(N chars)`. Control characters are escaped (escapeControl), so a peer's string can
  * never start a forged line in a text log.
  */
 export function boundText(text: string, max = CLIENT_TEXT_MAX): string {
   const head = text.length <= max ? text : text.slice(0, max);
-  const safe = head.replace(CONTROL, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
+  const safe = escapeControl(head);
   if (text.length <= max && safe.length <= max) return safe;
   return `${safe.slice(0, max)}…(${text.length} chars)`;
 }
@@ -58,4 +77,16 @@ export function boundRecord<T>(record: T): T {
     }
   }
   return (out ?? record) as T;
+}
+
+/** Longest value a one-line error message quotes whole. */
+const QUOTE_MAX = 120;
+
+/**
+ * A value for a one-line message, in double quotes: bounded (boundText) and
+ * with control characters escaped, so a newline in a spec or a file cannot
+ * split the line a user reads. Every parser of outside input quotes with it.
+ */
+export function quote(value: string): string {
+  return `"${boundText(value, QUOTE_MAX)}"`;
 }

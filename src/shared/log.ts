@@ -8,6 +8,7 @@
  */
 import { Writable } from "node:stream";
 import { type Logger, pino } from "pino";
+import { escapeControl } from "./bounded-text.js";
 
 export type { Logger };
 export type LogFormat = "text" | "json";
@@ -42,28 +43,6 @@ const LEVEL_NAMES: Record<number, string> = {
   60: "FATAL",
 };
 const OMIT = new Set(["level", "time", "msg", "pid", "hostname", "event"]);
-
-/**
- * Control characters a terminal or a line-based log shipper would act on:
- * C0 (newline, carriage return, ESC...), DEL, C1, and the Unicode line and
- * paragraph separators. Peers choose some of what is logged (a pre-auth
- * disconnect description, a tcpip-forward bind address), and a raw newline
- * there let a client forge a whole line such as
- * `19:99:99.000 INFO session 1 opened: SHA256:FORGED` (issue 12 item 6).
- */
-// biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is the point
-const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g;
-const NAMED: Record<string, string> = { "\n": "\\n", "\r": "\\r", "\t": "\\t" };
-
-/** `s` with every control character written as `\n`, `\r`, `\t` or `\xHH` / `\uHHHH`. */
-export function escapeControl(s: string): string {
-  return s.replace(CONTROL, (c) => {
-    const named = NAMED[c];
-    if (named) return named;
-    const code = c.charCodeAt(0);
-    return code <= 0xff ? `\\x${code.toString(16).padStart(2, "0")}` : `\\u${code.toString(16)}`;
-  });
-}
 
 function formatValue(v: unknown): string {
   // JSON.stringify escapes C0 but not DEL, C1 or U+2028/9: escape what is left.

@@ -6,6 +6,7 @@
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Registry } from "prom-client";
+import { quote } from "./bounded-text.js";
 import { RevtunError } from "./errors.js";
 
 export interface Health {
@@ -30,7 +31,7 @@ export function parseListen(value: string, what: string): { host: string; port: 
   const m = /^(?:\[([^\]]+)\]:|([^:[\]]*):)?(\d+)$/.exec(value.trim());
   const port = m ? Number(m[3]) : Number.NaN;
   if (!m || port > 65535) {
-    throw new RevtunError("USAGE", `bad ${what} "${value}": expected [host:]port, port 0-65535`);
+    throw new RevtunError("USAGE", `bad ${what} ${quote(value)}: expected [host:]port, port 0-65535`);
   }
   const host = m[1] ?? m[2] ?? "127.0.0.1";
   return { host: host === "" || host === "*" ? "0.0.0.0" : host, port };

@@ -1,6 +1,9 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { parseArgs, parseDestination } from "../../src/cli/args.js";
+import { parseArgs } from "../../src/cli/args.js";
+import { parseUserHostPort } from "../../src/shared/address.js";
+
+const parseDestination = (d: string) => parseUserHostPort(d, "destination", { allowPort: false });
 
 describe("parseArgs", () => {
   it("reads ssh's flags: bundled, attached and separate values", () => {

@@ -323,7 +323,7 @@ describe("bounded client text", () => {
     assert.equal(boundText("short"), "short");
     const long = boundText("a".repeat(100_000));
     assert.equal(long, `${"a".repeat(64)}…(100000 chars)`);
-    assert.equal(boundText("x\ny\u001b"), "x\\x0ay\\x1b");
+    assert.equal(boundText("x\ny\u001b"), "x\\ny\\x1b");
     const r = boundRecord({
       username: long,
       reason: "r".repeat(1000),
