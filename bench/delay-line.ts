@@ -82,7 +82,8 @@ class Pipe {
   private readonly fifo: { buf: Buffer; at: number }[] = [];
   private head = 0;
   private timer: NodeJS.Timeout | undefined;
-  private ended = false;
+  /** When the FIN arrives at the far end, once the source ended. */
+  private endAt: number | undefined;
   /** Bytes handed to `dst` and not yet flushed by it, counted in link.held. */
   private unflushed = 0;
 
@@ -95,8 +96,9 @@ class Pipe {
   ) {
     src.on("data", (buf: Buffer) => this.read(buf));
     src.on("end", () => {
-      this.ended = true;
-      this.flush();
+      // The FIN travels like a zero-length chunk: behind the queue, one delay later.
+      this.endAt = Math.max(this.link.schedule(0, now()), this.readyAt);
+      if (!this.timer) this.arm();
     });
     dst.on("drain", () => this.drained());
   }
@@ -115,9 +117,9 @@ class Pipe {
   }
 
   private arm(): void {
-    const next = this.fifo[this.head];
-    if (!next) return;
-    this.timer = setTimeout(() => this.flush(), Math.max(0, next.at - now()));
+    const at = this.fifo[this.head]?.at ?? this.endAt;
+    if (at === undefined) return;
+    this.timer = setTimeout(() => this.flush(), Math.max(0, at - now()));
   }
 
   private flush(): void {
@@ -140,7 +142,10 @@ class Pipe {
       this.link.release(n + before - this.unflushed);
     }
     if (this.head < this.fifo.length) this.arm();
-    else if (this.ended && !this.dst.writableEnded) this.dst.end();
+    else if (this.endAt !== undefined && !this.dst.writableEnded) {
+      if (this.endAt <= t) this.dst.end();
+      else this.arm();
+    }
   }
 
   private drained(): void {

@@ -45,7 +45,7 @@ describe("bench delay line", () => {
   });
   after(() => echo.close());
 
-  it("a round trip takes two one-way delays (after a handshake's worth on the first bytes)", async () => {
+  it("a round trip, and a half-close, take two one-way delays (after a handshake's worth on the first bytes)", async () => {
     const line = await DelayLine.start({ targets: [echo.port], delayMs: 40, rate: 50 * MiB });
     const s = await connect(line.ports[0] ?? 0);
     try {
@@ -62,6 +62,13 @@ describe("bench delay line", () => {
         const rtt = now() - t;
         assert.ok(rtt >= 79 && rtt < 130, `round trip ${i} ${rtt.toFixed(1)} ms, want ~80`);
       }
+      // A half-close travels like bytes do: the echo's FIN comes back one RTT later.
+      t = now();
+      const ended = new Promise<void>((resolve) => s.once("end", () => resolve()));
+      s.end();
+      await ended;
+      const fin = now() - t;
+      assert.ok(fin >= 79 && fin < 130, `FIN round trip ${fin.toFixed(1)} ms, want ~80`);
     } finally {
       s.destroy();
       await line.close();
