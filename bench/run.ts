@@ -19,6 +19,7 @@
  *   --relay            a second table: OpenSSH ssh against sshd and against `revtun relay`
  *   --floor            a third table: ssh against bench/ssh2-floor.mjs, a bare ssh2
  *                      forwarder (bulk and HTTP only): what Node + ssh2 cost by themselves
+ *   --wan [MS,...]     instead: the tunnels over a simulated WAN (bench/wan.ts, its own flags)
  *
  * The local service and the remote client run in their own processes
  * (bench/peer.ts), ab in its own; this process only orchestrates and reads
@@ -102,7 +103,7 @@ function parseOptions(argv: string[]): Options {
       only = new Set(ids as WorkloadId[]);
     } else if (a === "--help" || a === "-h") {
       process.stdout.write(
-        `usage: npm run bench -- [--pairs N] [--quick] [--only ${WORKLOADS.join(",")}] [--out DIR] [--revtun-bin PATH] [--relay] [--floor]\n`,
+        `usage: npm run bench -- [--pairs N] [--quick] [--only ${WORKLOADS.join(",")}] [--out DIR] [--revtun-bin PATH] [--relay] [--floor]\n       npm run bench -- --wan [MS,...] (see bench/wan.ts)\n`,
       );
       process.exit(0);
     } else throw new Error(`unknown option ${a}`);
@@ -435,6 +436,8 @@ function summaries(
 }
 
 async function main(): Promise<void> {
+  // The WAN table (bench/wan.ts) is a run of its own, with its own flags and cleanup.
+  if (process.argv.includes("--wan")) return (await import("./wan.js")).wan(process.argv.slice(2));
   const o = parseOptions(process.argv.slice(2));
   const runs: Record<string, Run[]> = {};
   const began = now();
