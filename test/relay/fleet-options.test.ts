@@ -1,7 +1,13 @@
 import assert from "node:assert/strict";
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, test } from "node:test";
+import { isFleetKey, loadFleetKey } from "../../src/relay/fleet/fleet-key.js";
 import { FLEET_DEFAULTS, fleetTimings, parseFleetUrl } from "../../src/relay/fleet/fleet-options.js";
 import { RevtunError } from "../../src/shared/errors.js";
+import { generateEd25519, parsePublicKey } from "../../src/shared/keys.js";
+import { keygen } from "../helpers/sshd.js";
 
 describe("fleet options", () => {
   test("redis://host:port[/db]", () => {
@@ -52,5 +58,31 @@ describe("fleet options", () => {
     );
     assert.throws(() => fleetTimings({ commandTimeoutMs: 1000 }), /commandTimeoutMs 1000 must be below/);
     assert.throws(() => fleetTimings({ peerIdleMs: -1 }), /peerIdleMs `-1` \(number\)/);
+  });
+
+  test("fleet key: an ed25519 private key, mode 600; anything else is refused naming the file", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "revtun-fleetkey-"));
+    try {
+      const file = join(dir, "fleet");
+      const pair = generateEd25519();
+      writeFileSync(file, pair.private, { mode: 0o600 });
+      const key = await loadFleetKey(file);
+      assert.equal(key.publicKey, pair.public.split(" ").slice(0, 2).join(" "));
+      assert.ok(isFleetKey(key, parsePublicKey(pair.public)?.blob as Buffer));
+      assert.ok(!isFleetKey(key, parsePublicKey(generateEd25519().public)?.blob as Buffer));
+      chmodSync(file, 0o644);
+      await assert.rejects(
+        loadFleetKey(file),
+        new RegExp(`fleet key ${file} is readable by group or others \\(mode 644\\)`),
+      );
+      const rsa = join(dir, "rsa");
+      keygen(rsa, "rsa");
+      await assert.rejects(loadFleetKey(rsa), /is ssh-rsa; the fleet key must be ed25519/);
+      writeFileSync(join(dir, "pub"), pair.public, { mode: 0o600 });
+      await assert.rejects(loadFleetKey(join(dir, "pub")), /is a public key/);
+      await assert.rejects(loadFleetKey(join(dir, "missing")), /cannot read fleet key .*missing: ENOENT/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

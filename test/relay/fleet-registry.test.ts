@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath, pathToFileURL } from "node:url";
+import { Redis } from "ioredis";
 import { FleetRegistry, type Holder } from "../../src/relay/fleet/registry.js";
 import { waitFor } from "../helpers/net.js";
 import { RedisServer } from "../helpers/redis.js";
@@ -174,6 +175,28 @@ setInterval(() => {}, 1000);
 });
 
 describe("fleet registry when Redis goes away", () => {
+  test("Redis emptied under a live connection (FLUSHALL): the next renewal rebuilds this relay's names", async () => {
+    const redis = await RedisServer.start();
+    const a = relay(redis, "relay-a", "z:");
+    const b = relay(redis, "relay-b", "z:");
+    const admin = new Redis({ host: "127.0.0.1", port: redis.port, lazyConnect: true });
+    try {
+      await Promise.all([a.start(), b.start(), admin.connect()]);
+      await a.announce("dev:22", { sessionId: "a1" });
+      await admin.flushall();
+      assert.deepEqual(await b.holders("dev:22"), []);
+      const t0 = performance.now();
+      await waitFor(async () => (await b.holders("dev:22")).length === 1, "rebuilt", 5000, 20);
+      const ms = performance.now() - t0;
+      console.log(`# names rebuilt ${Math.round(ms)} ms after FLUSHALL`);
+      assert.ok(ms < 1500, `${ms} ms`);
+    } finally {
+      admin.disconnect();
+      await Promise.all([a.close(), b.close()]);
+      await redis.close();
+    }
+  });
+
   test("keeps answering, reports degraded, re-announces after Redis returns empty, keeps nothing stale", async () => {
     const redis = await RedisServer.start();
     const a = relay(redis, "relay-a", "x:");
