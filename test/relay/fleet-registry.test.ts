@@ -243,6 +243,37 @@ describe("fleet registry when Redis goes away", () => {
     }
   });
 
+  test("a Redis that stalls (SIGSTOP) without closing the connection: degraded, then back after SIGCONT", async () => {
+    const redis = await RedisServer.start();
+    const a = relay(redis, "relay-a", "s:");
+    const b = relay(redis, "relay-b", "s:");
+    const events: string[] = [];
+    a.on("degraded", () => events.push("degraded"));
+    a.on("restored", () => events.push("restored"));
+    const pid = redis.pid as number;
+    try {
+      await Promise.all([a.start(), b.start()]);
+      events.length = 0;
+      process.kill(pid, "SIGSTOP");
+      await waitFor(() => events.includes("degraded"), "degraded", 3000);
+      // Announced during the stall: only local until Redis answers again.
+      assert.equal(await a.announce("stalled:22", { sessionId: "a1" }), false);
+      // Long enough for the lease to lapse, as a real stall would.
+      await new Promise((r) => setTimeout(r, 3200));
+      process.kill(pid, "SIGCONT");
+      const t0 = performance.now();
+      await waitFor(async () => (await b.holders("stalled:22")).length === 1, "back after SIGCONT", 5000, 20);
+      console.log(`# names back ${Math.round(performance.now() - t0)} ms after Redis resumed`);
+      assert.deepEqual(events, ["degraded", "restored"]);
+    } finally {
+      try {
+        process.kill(pid, "SIGCONT");
+      } catch {}
+      await Promise.all([a.close(), b.close()]);
+      await redis.close();
+    }
+  });
+
   test("a relay started while Redis is down serves locally and joins when Redis comes up", async () => {
     const redis = await RedisServer.start();
     await redis.stop();

@@ -250,7 +250,7 @@ export class FleetRegistry extends EventEmitter<FleetRegistryEvents> {
     const rest = [...holds.values()].at(-1);
     if (rest) return this.write(key, rest);
     this.local.delete(key);
-    if (!this.up) return false;
+    if (!this.up) return this.missed();
     try {
       await this.redis
         .multi()
@@ -333,7 +333,7 @@ export class FleetRegistry extends EventEmitter<FleetRegistryEvents> {
   }
 
   private async write(key: string, hold: Hold): Promise<boolean> {
-    if (!this.up) return false;
+    if (!this.up) return this.missed();
     const id = this.self.relayId;
     try {
       const r = await this.redis.fleetAnnounce(
@@ -353,6 +353,15 @@ export class FleetRegistry extends EventEmitter<FleetRegistryEvents> {
       this.failed(err as Error);
       return false;
     }
+  }
+
+  /**
+   * A change made while Redis is not known to be up. If a rebuild is under
+   * way its snapshot may predate the change: have it run once more.
+   */
+  private missed(): false {
+    if (this.rebuilding) this.rebuildAgain = true;
+    return false;
   }
 
   private async renew(): Promise<void> {
@@ -409,8 +418,8 @@ export class FleetRegistry extends EventEmitter<FleetRegistryEvents> {
     if (this.up) {
       this.up = false;
       this.downSince = performance.now();
-      this.emit("degraded", { reason: err.message });
-    } else if (this.downSince !== undefined && !this.reportedDown) {
+    }
+    if (!this.reportedDown) {
       this.reportedDown = true;
       this.emit("degraded", { reason: err.message });
     }
