@@ -106,6 +106,29 @@ describe("fleet registry against a real redis-server", () => {
     }
   });
 
+  test("the holders index outlives its TTL while the holder lives (renewals refresh it in batches)", async () => {
+    const p = fresh();
+    const mk = (id: string) =>
+      new FleetRegistry({
+        redis: { host: "127.0.0.1", port: redis.port, db: 0 },
+        self: { relayId: id, address: "127.0.0.1:1", hostKeyFingerprint: "SHA256:x" },
+        prefix: p,
+        // 40 names, 2 s index TTL, 1 s renewals: one tick's batch must cover them all.
+        timings: { indexTtlMs: 2000 },
+      });
+    const a = mk("relay-a");
+    const b = mk("relay-b");
+    try {
+      await Promise.all([a.start(), b.start()]);
+      for (let i = 0; i < 40; i++) await a.announce(`d${i}:22`, { sessionId: `s${i}` });
+      await new Promise((r) => setTimeout(r, 4500));
+      const found = await Promise.all(Array.from({ length: 40 }, (_, i) => b.holders(`d${i}:22`)));
+      assert.equal(found.filter((h) => h.length === 1).length, 40);
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
+
   test("a clean close removes the relay's names at once", async () => {
     const p = fresh();
     const a = relay(redis, "relay-a", p);

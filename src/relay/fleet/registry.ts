@@ -85,8 +85,13 @@ export interface FleetRegistryOptions {
 
 /** A name held on more relays than this is a misconfiguration; reading is bounded by it. */
 export const MAX_HOLDERS = 64;
-/** Index entries whose TTL one renewal touches: a relay with N names refreshes them all every N/256 s. */
-const INDEX_TOUCH_BATCH = 256;
+/**
+ * Index entries whose TTL one renewal refreshes, at least: the batch grows
+ * with the number of names so that each is refreshed within half its
+ * indexTtlMs (100k names, 10 min TTL, 1 s renewals: 334 PEXPIREs a second,
+ * pipelined with the renewal), and stays small for a small relay.
+ */
+const INDEX_TOUCH_MIN = 16;
 /** Fields per HSET in a rebuild, keeping each command a bounded size. */
 const HSET_CHUNK = 512;
 
@@ -400,11 +405,13 @@ export class FleetRegistry extends EventEmitter<FleetRegistryEvents> {
   /** The next slice of local keys whose index entry a renewal keeps alive. */
   private touchBatch(): string[] {
     const keys = [...this.local.keys()];
-    if (keys.length <= INDEX_TOUCH_BATCH) return keys;
+    const ticks = Math.max(1, Math.floor(this.timings.indexTtlMs / 2 / this.timings.renewIntervalMs));
+    const batch = Math.max(INDEX_TOUCH_MIN, Math.ceil(keys.length / ticks));
+    if (keys.length <= batch) return keys;
     const start = this.touchCursor % keys.length;
-    this.touchCursor = start + INDEX_TOUCH_BATCH;
-    const out = keys.slice(start, start + INDEX_TOUCH_BATCH);
-    return out.length < INDEX_TOUCH_BATCH ? out.concat(keys.slice(0, INDEX_TOUCH_BATCH - out.length)) : out;
+    this.touchCursor = start + batch;
+    const out = keys.slice(start, start + batch);
+    return out.length < batch ? out.concat(keys.slice(0, batch - out.length)) : out;
   }
 
   private sawRelays(live: string[]): void {
