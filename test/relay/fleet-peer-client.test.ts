@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
+import net from "node:net";
 import type { Duplex } from "node:stream";
 import { after, before, describe, test } from "node:test";
 import { type PeerChannelRequest, PeerPool } from "../../src/relay/fleet/peer-client.js";
@@ -24,7 +25,7 @@ function roundTrip(ch: Duplex, payload: Buffer): Promise<Buffer> {
 
 describe("fleet peer client against a real OpenSSH sshd", () => {
   let sshd: Sshd;
-  let echo: Listening<import("node:net").Server>;
+  let echo: Listening<net.Server>;
   let req: PeerChannelRequest;
   before(async () => {
     sshd = await Sshd.start();
@@ -118,6 +119,43 @@ describe("fleet peer client against a real OpenSSH sshd", () => {
       assert.deepEqual(pool.connected(), ["relay-b"]);
     } finally {
       pool.close();
+    }
+  });
+
+  test("a peer that accepts TCP and never speaks SSH fails within the timeout and its socket is closed", async () => {
+    const sockets: net.Socket[] = [];
+    const closedAt: number[] = [];
+    const hole = net.createServer((s) => {
+      sockets.push(s);
+      // Reads (and ignores) the client's banner, so the client's FIN is seen.
+      s.resume();
+      s.on("error", () => {});
+      s.on("close", () => closedAt.push(performance.now()));
+    });
+    await new Promise<void>((r) => hole.listen(0, "127.0.0.1", r));
+    const port = (hole.address() as net.AddressInfo).port;
+    const pool = new PeerPool({ username: sshd.user });
+    try {
+      const t0 = performance.now();
+      await assert.rejects(
+        pool.open({ ...req, relayId: "relay-hole", address: `127.0.0.1:${port}`, timeoutMs: 500 }),
+        (e: unknown) =>
+          e instanceof RevtunError &&
+          e.code === "CONNECT" &&
+          e.reason === "timeout" &&
+          /^fleet peer relay-hole \(127\.0\.0\.1:\d+\): cannot open 127\.0\.0\.1:\d+: no SSH handshake within 500 ms$/.test(
+            e.message,
+          ),
+      );
+      const ms = performance.now() - t0;
+      assert.ok(ms >= 450 && ms < 1000, `${ms} ms`);
+      await waitFor(() => closedAt.length === 1, "black hole socket closed", 3000);
+      assert.ok((closedAt[0] as number) - t0 < 1500);
+      assert.deepEqual(pool.connected(), []);
+    } finally {
+      pool.close();
+      for (const s of sockets) s.destroy();
+      await new Promise((r) => hole.close(r));
     }
   });
 
