@@ -1,4 +1,5 @@
-// The programs the tests run for real (OpenSSH's sshd and ssh, Dropbear), and the Debian packages that
+// The programs the tests run for real (OpenSSH's sshd and ssh, Dropbear, Redis, Chromium for the admin
+// page), and the Debian packages that
 // have them. Run before the tests: as root with apt-get it installs what is missing, as .ci/run does;
 // otherwise it stops at once, naming each missing package and the command that installs it.
 // Usage: node scripts/check-system.mjs [--install]   (--install: install even when not root, with sudo)
@@ -13,6 +14,8 @@ const NEEDED = [
   ["ssh-keygen", "openssh-client"],
   ["/usr/sbin/dropbear", "dropbear-bin"],
   ["dropbearkey", "dropbear-bin"],
+  ["redis-server", "redis-server"],
+  ["/usr/bin/chromium", "chromium"],
 ];
 
 function found(program) {

@@ -6,6 +6,8 @@
 import { userInfo } from "node:os";
 import type { JumpHost } from "../agent/options.js";
 import { parseUserHostPort } from "../shared/address.js";
+import { quote } from "../shared/bounded-text.js";
+import { RevtunError } from "../shared/errors.js";
 import type { SshOptions } from "./directives.js";
 import { applySshConfig } from "./ssh-config.js";
 

@@ -12,7 +12,7 @@
  * half-applied.
  */
 import { readFile } from "node:fs/promises";
-import { boundText, quote } from "../shared/bounded-text.js";
+import { quote } from "../shared/bounded-text.js";
 import { RevtunError } from "../shared/errors.js";
 import { fingerprintSha256, parsePublicKey } from "../shared/keys.js";
 import { checkFromList } from "./address-match.js";
