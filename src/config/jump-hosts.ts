@@ -30,10 +30,9 @@ export interface JumpContext {
 export function parseJumpHosts(value: string): JumpSpec[] {
   return value.split(",").map((raw) => {
     const text = raw.trim();
-    return {
-      ...parseUserHostPort(text === "" ? value : text, "jump host", { where: "in -J/ProxyJump" }),
-      text,
-    };
+    if (text === "")
+      throw new RevtunError("USAGE", `bad jump host ${quote(value)} in -J/ProxyJump: an entry is empty`);
+    return { ...parseUserHostPort(text, "jump host", { where: "in -J/ProxyJump" }), text };
   });
 }
 
