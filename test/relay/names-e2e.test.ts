@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { readdirSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
+import net from "node:net";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { parseRemoteForward } from "../../src/agent/forward-spec.js";
@@ -282,9 +283,92 @@ describe("named tunnels with OpenSSH devices and operators", () => {
     );
     t.diagnostic(`reconnect to name bound: ${bindMs} ms; ssh -J ... echo through it: ${serveMs} ms`);
     assert.ok(bindMs < 1_000, `the new session took ${bindMs} ms to hold the name`);
+    // Trying the stalled (older) holder first would wait out channelOpenTimeoutMs (15 s).
+    assert.ok(serveMs < 3_000, `ssh -J through the name took ${serveMs} ms`);
     // The stale session goes when its socket does.
     const gone = nextEvent(fx.relay, "session-closed", (x) => x.sessionId === staleId);
     await stale.kill();
     await gone;
+  });
+
+  test("when the newest holder cannot open the channel, the next one serves", async () => {
+    const current = fx.relay.forwards().find((f) => f.address === "device42" && f.port === 7)?.sessionId;
+    assert.ok(current !== undefined);
+    const closedPort = await freePort();
+    const b = bound("device42", 7, current);
+    // Same key, a second link whose target is down: the newest holder, and its open fails.
+    const broken = fx.ssh(dev, ["-N", "-R", `device42:7:127.0.0.1:${closedPort}`]);
+    const [newest] = await b;
+    assert.deepEqual(
+      fx.relay.forwards().filter((f) => f.address === "device42" && f.port === 7).length,
+      2,
+      "both sessions hold device42:7",
+    );
+    const audit = nextEvent(
+      fx.relay,
+      "tunnel-connection-closed",
+      (x) => x.name === "device42" && x.port === 7,
+    );
+    const upload = payload(100_000, "fallover");
+    const local = await freePort();
+    const ssh = operator(["-N", "-o", "ExitOnForwardFailure=yes", "-L", `${local}:device42:7`, "relay"]);
+    let got: Buffer | undefined;
+    for (let i = 0; i < 50 && !got; i++) {
+      got = await exchange(local, upload, 10_000).catch(async () => {
+        await new Promise((r) => setTimeout(r, 100));
+        return undefined;
+      });
+    }
+    assert.ok(got, ssh.stderr);
+    assert.equal(sha256(got), sha256(reply));
+    const [rec] = await audit;
+    assert.equal(rec.deviceSessionId, current, `newest was ${newest.sessionId}: ${JSON.stringify(rec)}`);
+    await ssh.kill();
+    await broken.kill();
+  });
+
+  test("opening a named channel: latency through the relay (ssh2 operator, 20 opens)", async (t) => {
+    const { Client } = await import("ssh2");
+    const client = new Client();
+    const hostKey = readFileSync(fx.knownHosts, "utf8").trim().split(/\s+/)[2] ?? "";
+    const ready = new Promise<void>((resolve, reject) => {
+      client.once("ready", () => resolve());
+      client.once("error", reject);
+    });
+    // Nagle off, as OpenSSH does for its sessions: otherwise the operator's
+    // own CHANNEL_OPEN waits on the ACK of the previous CLOSE.
+    const sock = net.connect({ host: "127.0.0.1", port: fx.port, noDelay: true });
+    client.connect({
+      sock,
+      username: "operator",
+      privateKey: readFileSync(op.file),
+      hostVerifier: (key: Buffer) => key.toString("base64") === hostKey,
+    });
+    try {
+      await withTimeout(ready, 10_000, "ssh2 operator login");
+      const times: number[] = [];
+      for (let i = 0; i < 20; i++) {
+        const t0 = process.hrtime.bigint();
+        const ch = await withTimeout(
+          new Promise<import("ssh2").ClientChannel>((resolve, reject) =>
+            client.forwardOut("127.0.0.1", 0, "device42", 7, (err, c) => (err ? reject(err) : resolve(c))),
+          ),
+          5_000,
+          "named channel open",
+        );
+        times.push(Number(process.hrtime.bigint() - t0) / 1e6);
+        ch.on("error", () => {});
+        ch.resume();
+        ch.end();
+        await new Promise((r) => ch.once("close", r));
+      }
+      times.sort((a, b) => a - b);
+      const median = times[10] ?? 0;
+      const max = times[19] ?? 0;
+      t.diagnostic(`named channel open: median ${median.toFixed(2)} ms, max ${max.toFixed(2)} ms`);
+      assert.ok(max < 1_000, `an open took ${max} ms`);
+    } finally {
+      client.end();
+    }
   });
 });
