@@ -184,6 +184,30 @@ describe("named tunnels with OpenSSH devices and operators", () => {
     assert.equal(ssh.stdout, "hello from 43\n");
   });
 
+  test("revtun asking for a name with port 0: the relay refuses it, the agent reports the forward failed", async () => {
+    const refused = nextEvent(fx.relay, "forward-refused", (x) => x.address === "device43" && x.port === 0);
+    const t = await openTunnel({
+      host: "127.0.0.1",
+      port: fx.port,
+      username: "device",
+      identityFiles: [dev2.file],
+      knownHostsFiles: [fx.knownHosts],
+      strictHostKeyChecking: "yes",
+      forwards: [parseRemoteForward(`device43:0:127.0.0.1:${sshd.port}`)],
+    });
+    try {
+      const failed = withTimeout(
+        new Promise<string>((resolve) => t.once("forward-failed", (e) => resolve(e.forward.text))),
+        10_000,
+        "forward-failed",
+      );
+      assert.match((await refused)[0].reason, /a tunnel name needs a fixed port/);
+      assert.equal(await failed, `device43:0:127.0.0.1:${sshd.port}`);
+    } finally {
+      await t.close(0);
+    }
+  });
+
   test("-W carries a few MiB byte-exact both ways, with half-close", async () => {
     const upload = payload(4 * 1024 * 1024 + 5, "upload-W");
     const n = hs.results.length;
