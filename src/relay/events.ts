@@ -167,7 +167,8 @@ const DESCRIBE: { [K in RelayEventName]: (...args: RelayEvents[K]) => DescribedE
   "session-error": (x) => ({ level: "debug", msg: `SSH error from ${who(x)}: ${x.error}${notLogged(x)}` }),
   "forward-bound": (x) => ({
     level: "info",
-    msg: `session ${x.sessionId} listening on ${hostPort(x.address, x.port)} for ${who(x)}`,
+    // A tunnel name listens nowhere (listening is empty): it is held.
+    msg: `session ${x.sessionId} ${x.listening.length === 0 && x.address !== "" ? "holds tunnel" : "listening on"} ${hostPort(x.address, x.port)} for ${who(x)}`,
   }),
   "forward-refused": (x) => ({
     level: "warn",
