@@ -34,8 +34,6 @@ export interface TunnelSession {
   readonly key: AuthorizedKey | undefined;
   readonly closing: string | undefined;
   readonly connection: Connection | undefined;
-  timer(ms: number, fn: () => void): NodeJS.Timeout;
-  clear(timer: NodeJS.Timeout): void;
   /** Refuses a channel administratively, as every other refused channel (NO_LOCAL). */
   refuse(reject: () => void, description: string): void;
 }
@@ -56,6 +54,13 @@ export interface DirectTcpipInfo {
 }
 
 type Accept = () => ServerChannel | undefined;
+
+/**
+ * Tunnel channels each device session carries now, so a device is held to
+ * maxChannelsPerSession for operators' channels as it is for its ports'
+ * (entries go with the session object).
+ */
+const carried = new WeakMap<object, number>();
 
 export class SessionTunnels {
   /** Operator channels open or opening now (bounded by maxChannelsPerSession). */
@@ -146,12 +151,16 @@ export class SessionTunnels {
     const failures: string[] = [];
     const tryHolder = (i: number) => {
       const binding = holders[i];
+      if (this.session.closing) {
+        // The operator's connection is ending: nothing to answer.
+        this.live.delete(accept);
+        record("operator session closing", "open_failed");
+        return;
+      }
       if (!binding) {
         this.live.delete(accept);
         const why = `open failed: ${failures.join("; ")}`;
-        if (!this.session.closing)
-          rejectChannelOpen(conn, reject, OPEN_FAILURE.CONNECT_FAILED, `tunnel ${name}:${port} ${why}`);
-        else reject();
+        rejectChannelOpen(conn, reject, OPEN_FAILURE.CONNECT_FAILED, `tunnel ${name}:${port} ${why}`);
         record(why, "open_failed");
         return;
       }
@@ -162,13 +171,30 @@ export class SessionTunnels {
         tryHolder(i + 1);
         return;
       }
+      if ((carried.get(device) ?? 0) >= max) {
+        failures.push(`session ${device.id} is at its open channel limit (${max})`);
+        tryHolder(i + 1);
+        return;
+      }
+      carried.set(device, (carried.get(device) ?? 0) + 1);
+      let counted = true;
+      const uncount = () => {
+        if (!counted) return;
+        counted = false;
+        const n = (carried.get(device) ?? 1) - 1;
+        if (n > 0) carried.set(device, n);
+        else carried.delete(device);
+      };
       let settled = false;
       const timeoutMs = this.host.options.channelOpenTimeoutMs;
-      const timer = this.session.timer(timeoutMs, () => {
+      // Not a session timer: it must fire even after the operator's session
+      // ends (its timers are cleared), or the device's count would leak.
+      const timer = setTimeout(() => {
         settled = true;
+        uncount();
         failures.push(`session ${device.id} did not answer within ${timeoutMs} ms`);
         tryHolder(i + 1);
-      });
+      }, timeoutMs);
       // The device's ssh finds its forward by the address exactly as it sent
       // it in tcpip-forward, and the port.
       devConn.forwardOut(binding.target.requested, port, originIp, originPort, (err, devChannel) => {
@@ -177,21 +203,23 @@ export class SessionTunnels {
           return;
         }
         settled = true;
-        this.session.clear(timer);
+        clearTimeout(timer);
         if (err || !devChannel) {
+          uncount();
           failures.push(`session ${device.id}: ${boundText(err?.message ?? "channel open failed")}`);
           tryHolder(i + 1);
           return;
         }
         this.live.delete(accept);
         if (this.session.closing) {
+          uncount();
           devChannel.close();
-          reject();
           record("operator session closing", "open_failed", device);
           return;
         }
         const opChannel = accept();
         if (!opChannel) {
+          uncount();
           devChannel.close();
           record("operator connection gone", "open_failed", device);
           return;
@@ -199,6 +227,7 @@ export class SessionTunnels {
         this.live.add(opChannel);
         void splice(opChannel, devChannel).then((r) => {
           this.live.delete(opChannel);
+          uncount();
           const bytes = { toDevice: r.bytesOut, fromDevice: r.bytesIn };
           if (r.error) record(boundText(r.error.message), "error", device, bytes);
           else record("closed", "closed", device, bytes);

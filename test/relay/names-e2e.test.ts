@@ -396,3 +396,39 @@ describe("named tunnels with OpenSSH devices and operators", () => {
     }
   });
 });
+
+describe("named tunnels: a device that does not answer", () => {
+  const fx = new RelayFixture();
+  after(() => fx.cleanup());
+
+  test("the operator's open fails after channelOpenTimeoutMs, never hangs, and is recorded", async () => {
+    const dev = fx.key();
+    const op = fx.key();
+    await fx.start(
+      [
+        `restrict,port-forwarding,permitlisten="device42:22" ${dev.pub} device42`,
+        `restrict,permitopen="device42:22" ${op.pub} operator`,
+      ],
+      { channelOpenTimeoutMs: 300 },
+    );
+    const b = nextEvent(fx.relay, "forward-bound", (x) => x.address === "device42");
+    const device = fx.ssh(dev, ["-N", "-o", "ExitOnForwardFailure=yes", "-R", "device42:22:127.0.0.1:1"]);
+    const [info] = await b;
+    device.signal("SIGSTOP"); // its session stays open and answers nothing
+    const audit = nextEvent(fx.relay, "tunnel-connection-closed", (x) => x.name === "device42");
+    const t0 = Date.now();
+    const ssh = fx.ssh(op, ["-W", "device42:22"]);
+    assert.notEqual(await ssh.waitExit(10_000), 0);
+    const ms = Date.now() - t0;
+    assert.match(
+      ssh.stderr,
+      new RegExp(
+        `open failed: connect failed: tunnel device42:22 open failed: session ${info.sessionId} did not answer within 300 ms`,
+      ),
+    );
+    const [rec] = await audit;
+    assert.match(rec.ended, /^open failed: session \d+ did not answer within 300 ms$/);
+    assert.ok(ms < 3_000, `took ${ms} ms`);
+    await device.kill();
+  });
+});
