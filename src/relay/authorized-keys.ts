@@ -26,9 +26,22 @@ export interface ListenPermission {
   text: string;
 }
 
+/**
+ * One `permitopen="host:port"`: where the key may open direct-tcpip
+ * channels. The relay serves those only to tunnel names (names.ts), so
+ * the host is a pattern matched against a name (`device42`, `*.fleet`).
+ */
+export interface OpenPermission {
+  host: string;
+  port: number | "any";
+  text: string;
+}
+
 export interface KeyOptions {
   portForwarding: boolean;
   permitListen: ListenPermission[];
+  /** `permitopen=` lines: the names this key may reach (`ssh -J relay device42`). */
+  permitOpen: OpenPermission[];
   /** `from=` pattern list, checked against the peer address. */
   from?: string;
   /** `expiry-time=`: the key is refused after this instant. */
@@ -68,7 +81,6 @@ const NOT_APPLICABLE = new Set([
   "no-user-rc",
   "command",
   "environment",
-  "permitopen", // -L is refused outright
   "tunnel",
   "principals",
   "no-touch-required",
@@ -119,7 +131,7 @@ export function parseOptions(field: string): Array<[string, string | undefined]>
 }
 
 /** `[host:]port` as permitlisten takes it; IPv6 hosts in brackets. */
-export function parseListenPermission(text: string): ListenPermission | string {
+export function parseListenPermission(text: string, option = "permitlisten"): ListenPermission | string {
   let host: string | undefined;
   let port: string;
   const bracketed = /^\[([^\]]*)\]:(.*)$/.exec(text);
@@ -128,7 +140,7 @@ export function parseListenPermission(text: string): ListenPermission | string {
     port = bracketed[2] ?? "";
   } else {
     const parts = text.split(":");
-    if (parts.length > 2) return `bad permitlisten ${quote(text)}: put an IPv6 host in brackets, [::1]:8080`;
+    if (parts.length > 2) return `bad ${option} ${quote(text)}: put an IPv6 host in brackets, [::1]:8080`;
     if (parts.length === 2) {
       host = parts[0] ?? "";
       port = parts[1] ?? "";
@@ -136,11 +148,19 @@ export function parseListenPermission(text: string): ListenPermission | string {
       port = text;
     }
   }
-  if (host === "") return `bad permitlisten ${quote(text)}: empty host`;
+  if (host === "") return `bad ${option} ${quote(text)}: empty host`;
   if (port === "*") return { ...(host !== undefined ? { host: host.toLowerCase() } : {}), port: "any", text };
   if (!/^\d{1,5}$/.test(port) || Number(port) > 65535)
-    return `bad permitlisten ${quote(text)}: port must be 0-65535 or *`;
+    return `bad ${option} ${quote(text)}: port must be 0-65535 or *`;
   return { ...(host !== undefined ? { host: host.toLowerCase() } : {}), port: Number(port), text };
+}
+
+/** `host:port` as permitopen takes it (sshd requires the host; `*` for any port). */
+export function parseOpenPermission(text: string): OpenPermission | string {
+  const p = parseListenPermission(text, "permitopen");
+  if (typeof p === "string") return p;
+  if (p.host === undefined) return `bad permitopen ${quote(text)}: needs host:port`;
+  return { host: p.host, port: p.port, text };
 }
 
 /** `YYYYMMDD[HHMM[SS]]`, local time unless a trailing `Z` says UTC (OpenSSH parse_absolute_time). */
@@ -172,9 +192,9 @@ export function parseExpiryTime(text: string): Date | string {
 }
 
 function applyOptions(pairs: Array<[string, string | undefined]>): KeyOptions | string {
-  const opts: KeyOptions = { portForwarding: true, permitListen: [], ignored: [] };
+  const opts: KeyOptions = { portForwarding: true, permitListen: [], permitOpen: [], ignored: [] };
   for (const [name, value] of pairs) {
-    const needsValue = ["from", "permitlisten", "expiry-time"].includes(name);
+    const needsValue = ["from", "permitlisten", "permitopen", "expiry-time"].includes(name);
     if (needsValue && value === undefined) return `option ${name} needs a value`;
     switch (name) {
       case "restrict":
@@ -192,6 +212,16 @@ function applyOptions(pairs: Array<[string, string | undefined]>): KeyOptions | 
         const p = parseListenPermission(value ?? "");
         if (typeof p === "string") return p;
         opts.permitListen.push(p);
+        break;
+      }
+      case "permitopen": {
+        // Unlike sshd, where restrict would turn -L off altogether and
+        // permitopen only narrows it, permitopen is the grant itself here:
+        // an operator's line is `restrict,permitopen="*:22"` and can reach
+        // names and nothing else (no listening, no other destinations).
+        const p = parseOpenPermission(value ?? "");
+        if (typeof p === "string") return p;
+        opts.permitOpen.push(p);
         break;
       }
       case "from": {
@@ -250,7 +280,7 @@ export function parseAuthorizedKeys(text: string): AuthorizedKeys {
     const line = idx + 1;
     const trimmed = raw.trim();
     if (trimmed === "" || trimmed.startsWith("#")) return;
-    let options: KeyOptions = { portForwarding: true, permitListen: [], ignored: [] };
+    let options: KeyOptions = { portForwarding: true, permitListen: [], permitOpen: [], ignored: [] };
     let rest = trimmed;
     const firstWord = trimmed.split(/[ \t]/, 1)[0] ?? "";
     if (!looksLikeKeyType(firstWord)) {

@@ -7,11 +7,19 @@
  * (keepalives take tens of seconds). The same key asking again for what it
  * already holds is that agent coming back, so the new session gets the port
  * at once; a different key asking is refused.
+ *
+ * Tunnel names (names.ts) live here too, as bindings with no sockets: a
+ * name:port held by one key is refused to every other key, but the same
+ * key may hold it from several sessions at once (a device with two links,
+ * or one that reconnected before the relay noticed the old link died). The
+ * newest holder is preferred; the older ones stay as fallbacks until they
+ * end, so no takeover (which would close the stale session) is needed.
  */
 
 import net from "node:net";
 import { formatBindAddress, formatHostPort } from "../shared/address.js";
 import { ipBytes } from "./address-match.js";
+import { tunnelKey } from "./names.js";
 import type { BindTarget, ListenHost } from "./policy.js";
 
 export interface BindingOwner {
@@ -127,6 +135,8 @@ async function listenAll(b: Binding, onConnection: (s: net.Socket) => void): Pro
 
 export class BindingTable {
   private readonly entries = new Set<Binding>();
+  /** Name bindings by tunnelKey, oldest first (entries removed when empty). */
+  private readonly names = new Map<string, Binding[]>();
 
   get size(): number {
     return this.entries.size;
@@ -142,6 +152,7 @@ export class BindingTable {
    * its sockets listen, so a concurrent request for the same port sees it.
    */
   async bind(owner: BindingOwner, target: BindTarget, port: number): Promise<BindOutcome> {
+    if (target.scope === "name") return this.bindName(owner, target, port);
     const takenOver: Binding[] = [];
     if (port !== 0) {
       const conflicts = [...this.entries].filter(
@@ -194,11 +205,37 @@ export class BindingTable {
     return { ok: true, binding, takenOver };
   }
 
+  /** The sessions holding tunnel `name`:`port`, newest first. */
+  holders(name: string, port: number): Binding[] {
+    return [...(this.names.get(tunnelKey(name, port)) ?? [])].reverse();
+  }
+
+  private bindName(owner: BindingOwner, target: BindTarget, port: number): BindOutcome {
+    const key = tunnelKey(target.name ?? target.requested, port);
+    const held = this.names.get(key) ?? [];
+    const foreign = held.find((b) => b.owner.fingerprint !== owner.fingerprint);
+    if (foreign) return { ok: false, reason: `${key} is held by another key`, heldBy: foreign };
+    const own = held.find((b) => b.owner === owner);
+    if (own) return { ok: false, reason: `${key} is already bound by this session`, heldBy: own };
+    const binding = new Binding(owner, target, port);
+    binding.port = port;
+    this.entries.add(binding);
+    held.push(binding);
+    this.names.set(key, held);
+    return { ok: true, binding, takenOver: [] };
+  }
+
   /** Stops listening; connections already forwarded are left to their session. */
   release(b: Binding, reason: ReleaseReason): boolean {
     if (b.released) return false;
     b.released = reason;
     this.entries.delete(b);
+    if (b.target.scope === "name") {
+      const key = tunnelKey(b.target.name ?? b.target.requested, b.requestedPort);
+      const left = (this.names.get(key) ?? []).filter((x) => x !== b);
+      if (left.length > 0) this.names.set(key, left);
+      else this.names.delete(key);
+    }
     closeServers(b);
     return true;
   }

@@ -77,6 +77,30 @@ export interface RelayEvents {
     },
   ];
   "forwarded-failed": [SessionRef & { address: string; port: number; origin: string; reason: string }];
+  /** An operator asked for a tunnel name nobody holds. */
+  "tunnel-refused": [SessionRef & { name: string; port: number; reason: string }];
+  /**
+   * The audit record of one operator connection to a tunnel name (one per
+   * permitted direct-tcpip to a name): who, to what, which device session
+   * carried it, bytes each way, how long and how it ended.
+   */
+  "tunnel-connection-closed": [TunnelRecord];
+}
+
+export interface TunnelRecord extends SessionRef {
+  /** The operator's key comment. */
+  keyComment: string;
+  name: string;
+  port: number;
+  /** The device session that carried it (absent when none did). */
+  deviceSessionId?: number;
+  deviceFingerprint?: string;
+  /** Bytes from the operator to the device, and back. */
+  bytesToDevice: number;
+  bytesFromDevice: number;
+  durationMs: number;
+  /** "closed", "no tunnel", "open failed: ...", or the error text. */
+  ended: string;
 }
 
 export type RelayEventName = keyof RelayEvents;
@@ -97,6 +121,17 @@ function notLogged(x: { suppressed?: number }): string {
 }
 
 const DESCRIBE: { [K in RelayEventName]: (...args: RelayEvents[K]) => DescribedEvent } = {
+  "tunnel-refused": (x) => ({
+    level: "warn",
+    msg: `refused tunnel ${x.name}:${x.port} for ${who(x)}: ${x.reason}`,
+  }),
+  "tunnel-connection-closed": (x) => ({
+    level: "info",
+    msg:
+      `tunnel ${x.name}:${x.port} for ${who(x)}${x.keyComment ? ` (${x.keyComment})` : ""}` +
+      (x.deviceFingerprint ? ` via session ${x.deviceSessionId} ${x.deviceFingerprint}` : "") +
+      `: ${x.ended}, ${x.bytesToDevice} bytes to the device, ${x.bytesFromDevice} back, ${x.durationMs} ms`,
+  }),
   listening: (x) => ({ level: "info", msg: `relay listening on ${hostPort(x.host, x.port)}` }),
   closed: () => ({ level: "info", msg: "relay closed" }),
   "keys-loaded": (x) => ({
@@ -132,7 +167,8 @@ const DESCRIBE: { [K in RelayEventName]: (...args: RelayEvents[K]) => DescribedE
   "session-error": (x) => ({ level: "debug", msg: `SSH error from ${who(x)}: ${x.error}${notLogged(x)}` }),
   "forward-bound": (x) => ({
     level: "info",
-    msg: `session ${x.sessionId} listening on ${hostPort(x.address, x.port)} for ${who(x)}`,
+    // A tunnel name listens nowhere (listening is empty): it is held.
+    msg: `session ${x.sessionId} ${x.listening.length === 0 && x.address !== "" ? "holds tunnel" : "listening on"} ${hostPort(x.address, x.port)} for ${who(x)}`,
   }),
   "forward-refused": (x) => ({
     level: "warn",

@@ -135,7 +135,7 @@ export class SessionForwarding {
     const refuse = (reason: string, label: string) => this.refuse(reject, address, port, reason, label);
     const max = this.host.options.limits.maxForwardsPerSession;
     if (this.bindings.size + this.pending >= max) return refuse(`forward limit (${max}) reached`, "limit");
-    const target = resolveBindAddress(address);
+    const target = resolveBindAddress(address, port);
     if (typeof target === "string") return refuse(target, "address");
     const key = this.session.key;
     if (!key) return refuse("not authenticated", "not-permitted");

@@ -29,6 +29,8 @@ export class RelayMetrics {
   readonly forwardRefusals: Counter<"reason">;
   readonly channelRefusals: Counter<"type">;
   readonly reloads: Counter<"result">;
+  /** Operator connections to tunnel names, by how they ended. */
+  readonly tunnelConnections: Counter<"result">;
 
   constructor(state: () => RelayState, registry = new Registry()) {
     this.registry = registry;
@@ -92,6 +94,12 @@ export class RelayMetrics {
       name: "revtun_relay_channel_refusals_total",
       help: "Refused channel opens from clients (session, direct-tcpip, ...), by type.",
       labelNames: ["type"],
+      registers,
+    });
+    this.tunnelConnections = new Counter({
+      name: "revtun_relay_tunnel_connections_total",
+      help: "Operator connections to tunnel names (direct-tcpip), by result: closed, error, no_tunnel, open_failed.",
+      labelNames: ["result"],
       registers,
     });
     this.reloads = new Counter({

@@ -3,9 +3,11 @@
  * client's bind address mean, and may this key listen there.
  */
 import net from "node:net";
+import { quote } from "../shared/bounded-text.js";
 import { matchPattern } from "../shared/patterns.js";
 import { fromAllows } from "./address-match.js";
 import type { AuthorizedKey, KeyOptions } from "./authorized-keys.js";
+import { isTunnelName, parseTunnelName } from "./names.js";
 
 export type KeyDecision =
   | { ok: true; key: AuthorizedKey }
@@ -59,8 +61,11 @@ export interface ListenHost {
 export interface BindTarget {
   /** The address string exactly as the client sent it in tcpip-forward. */
   requested: string;
-  scope: "loopback" | "any" | "specific";
+  /** "name": a tunnel name (names.ts): held in the table, no socket listens. */
+  scope: "loopback" | "any" | "specific" | "name";
   hosts: ListenHost[];
+  /** The canonical (lowercase) tunnel name, for scope "name". */
+  name?: string;
 }
 
 /**
@@ -68,11 +73,20 @@ export interface BindTarget {
  * server; these are OpenSSH's meanings with GatewayPorts=clientspecified):
  * "localhost" (what ssh sends for `-R port:...`) is both loopbacks, "" and
  * "*" (`-R :port:...`, `-R *:port:...`) are all interfaces, an IP literal
- * is that address. Other host names are refused: resolving names the
- * client picks would let it bind wherever DNS points.
+ * is that address. Any other string is a tunnel name (names.ts): never
+ * resolved (that would let a client bind wherever DNS points) and never
+ * listened on; operators reach it through the relay with direct-tcpip.
+ * `port` is the port asked for: a name needs a fixed one, since the
+ * operator names it (`ssh -W device42:22`).
  */
-export function resolveBindAddress(requested: string): BindTarget | string {
+export function resolveBindAddress(requested: string, port?: number): BindTarget | string {
   const lower = requested.toLowerCase();
+  if (isTunnelName(requested)) {
+    const parsed = parseTunnelName(requested);
+    if ("error" in parsed) return `bad tunnel name ${quote(requested)}: ${parsed.error}`;
+    if (port === 0) return `a tunnel name needs a fixed port (${quote(requested)} with port 0)`;
+    return { requested, scope: "name", hosts: [], name: parsed.name };
+  }
   if (lower === "localhost") {
     return { requested, scope: "loopback", hosts: [{ host: "127.0.0.1" }, { host: "::1", optional: true }] };
   }
@@ -105,6 +119,19 @@ export function checkListen(
 ): string | undefined {
   if (!options.portForwarding)
     return "port forwarding is disabled for this key (restrict / no-port-forwarding)";
+  if (target.scope === "name") {
+    // Only a permitlisten naming it (by pattern) grants a name: a bare port
+    // or no permitlisten would let any forwarding key claim any device's
+    // name. Gateway ports are moot, nothing listens.
+    const name = target.name ?? target.requested.toLowerCase();
+    const hit = options.permitListen.some(
+      (p) => p.host !== undefined && (p.port === "any" || p.port === port) && matchPattern(name, p.host),
+    );
+    if (hit) return undefined;
+    return options.permitListen.length > 0
+      ? `tunnel name ${name}:${port} not allowed by permitlisten (${options.permitListen.map((p) => p.text).join(", ")})`
+      : `tunnel name ${name}:${port} needs a permitlisten naming it (permitlisten="${name}:${port}")`;
+  }
   const addressOk = target.scope === "loopback" || gatewayPorts;
   if (options.permitListen.length > 0) {
     const requested = target.requested.toLowerCase();
@@ -133,10 +160,21 @@ export function checkListen(
  * forwarded-tcpip channels must name the address as the client sent it.
  */
 export function listenTarget(target: BindTarget, gatewayPorts: boolean): BindTarget {
-  if (gatewayPorts || target.scope === "loopback") return target;
+  if (gatewayPorts || target.scope === "loopback" || target.scope === "name") return target;
   return {
     requested: target.requested,
     scope: "loopback",
     hosts: [{ host: "127.0.0.1" }, { host: "::1", optional: true }],
   };
+}
+
+/**
+ * May a key with `options` open a direct-tcpip channel to `host`:`port`?
+ * Only tunnel names are ever reachable; a permitopen host pattern must
+ * match the name (lowercased), the port equal or `*`.
+ */
+export function checkOpen(options: KeyOptions, host: string, port: number): boolean {
+  if (!isTunnelName(host)) return false;
+  const name = host.toLowerCase();
+  return options.permitOpen.some((p) => (p.port === "any" || p.port === port) && matchPattern(name, p.host));
 }

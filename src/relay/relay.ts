@@ -431,6 +431,7 @@ export class Relay extends EventEmitter<RelayEvents> {
       sessionsForKey: (fp) => this.authenticatedSessions().filter((s) => s.fingerprint === fp).length,
       bind: (owner, target, port) => this.bind(owner as RelaySession, target, port),
       release: (b, reason) => this.release(b, reason),
+      holders: (name, port) => this.bindings.holders(name, port),
       closed: (s) => {
         this.sessions.delete(s);
       },

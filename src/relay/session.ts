@@ -19,9 +19,10 @@ import type { Binding, ReleaseReason } from "./bindings.js";
 import type { SessionInfo, SessionRef } from "./events.js";
 import { type Accept, type ForwardingHost, type Reject, SessionForwarding } from "./forwarding.js";
 import type { KeyDecision } from "./policy.js";
+import { type DirectTcpipInfo, SessionTunnels, type TunnelHost } from "./tunnels.js";
 
 /** What a session needs from the relay it belongs to. */
-export interface SessionHost extends AuthHost, ForwardingHost {
+export interface SessionHost extends AuthHost, ForwardingHost, TunnelHost {
   closed(session: RelaySession): void;
 }
 
@@ -58,6 +59,7 @@ export class RelaySession {
   private keyBlob: Buffer | undefined;
   private readonly auth: SessionAuthentication;
   private readonly forwarding: SessionForwarding;
+  private readonly tunnels: SessionTunnels;
   private readonly timers = new Set<NodeJS.Timeout>();
   private lastError: string | undefined;
   private readonly openedAt = Date.now();
@@ -81,6 +83,7 @@ export class RelaySession {
     socket.once("close", () => this.finish());
     this.auth = new SessionAuthentication(host, this);
     this.forwarding = new SessionForwarding(host, this);
+    this.tunnels = new SessionTunnels(host, this, NO_LOCAL);
     const ms = host.options.handshakeTimeoutMs;
     if (ms > 0) this.handshakeTimer = this.timer(ms, () => this.close(`not authenticated within ${ms} ms`));
   }
@@ -175,7 +178,10 @@ export class RelaySession {
     applyWindowPolicy(conn, { onViolation: (reason) => this.close(reason) });
     conn.on("ready", () => this.ready());
     conn.on("session", (_accept, reject) => this.refuseChannel(reject, "session", NO_SHELL));
-    conn.on("tcpip", (_accept, reject) => this.refuseChannel(reject, "direct-tcpip", NO_LOCAL));
+    // direct-tcpip reaches tunnel names only, with permitopen (tunnels.ts).
+    conn.on("tcpip", (accept, reject, info) =>
+      this.tunnels.open(accept, reject, info as DirectTcpipInfo | undefined),
+    );
     conn.on("openssh.streamlocal", (_accept, reject) =>
       this.refuseChannel(reject, "direct-streamlocal@openssh.com", NO_LOCAL),
     );
@@ -199,6 +205,11 @@ export class RelaySession {
 
   // ---- refused channels --------------------------------------------------------
 
+  /** Refuses a direct-tcpip open administratively (tunnels.ts). */
+  refuse(reject: () => void, description: string): void {
+    this.refuseChannel(reject, "direct-tcpip", description);
+  }
+
   private refuseChannel(reject: () => void, type: string, description: string): void {
     if (this.conn)
       rejectChannelOpen(this.conn, reject, OPEN_FAILURE.ADMINISTRATIVELY_PROHIBITED, description);
@@ -218,6 +229,7 @@ export class RelaySession {
     if (this.closing || this.socket.destroyed) return;
     this.closing = reason;
     this.forwarding.releaseAll();
+    this.tunnels.closeAll();
     if (!this.conn) {
       this.socket.destroy();
       return;
@@ -236,6 +248,7 @@ export class RelaySession {
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
     this.forwarding.releaseAll();
+    this.tunnels.closeAll();
     const reason =
       this.closing ?? (this.lastError ? `connection lost: ${this.lastError}` : "client disconnected");
     this.host.closed(this);

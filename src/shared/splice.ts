@@ -1,22 +1,27 @@
 /**
  * Forwarding: the one data path shared by the agent and the relay.
  *
- * A forwarded connection is two Duplex streams, an SSH channel and a socket,
- * spliced together with backpressure both ways and half-close passed
- * through: when one side ends its writes, the other side's write half is shut
- * (FIN on a socket, EOF on a channel) and the opposite direction keeps flowing.
+ * A forwarded connection is two Duplex streams, an SSH channel and a socket
+ * (or any other Duplex: the relay's named tunnels splice an operator's
+ * channel with a device's), spliced together with backpressure both ways
+ * and half-close passed through: when one side ends its writes, the other
+ * side's write half is shut (FIN on a socket, EOF on a channel) and the
+ * opposite direction keeps flowing.
  */
 import type net from "node:net";
 import type { Duplex } from "node:stream";
 import { closeServerChannel, disableAutoDestroy, serverEof } from "../ssh2/channel.js";
 
+/** How long a spliced pair may linger after one side's CLOSE, flushing, before both are destroyed. */
+const LINGER_MS = 30_000;
+
 const EMPTY = Buffer.alloc(0);
 
-/** What a finished forwarded connection moved, counted on the socket side. */
+/** What a finished forwarded connection moved, counted as the splice hands bytes over. */
 export interface SpliceResult {
-  /** Bytes from the socket into the channel. */
+  /** Bytes from the socket (second side) into the channel. */
   bytesIn: number;
-  /** Bytes from the channel into the socket. */
+  /** Bytes from the channel into the socket (second side). */
   bytesOut: number;
   /** False when the socket never connected (a refused or silent target). */
   connected: boolean;
@@ -32,12 +37,16 @@ export interface SpliceResult {
  * makes the peer's next packet wait on a delayed ACK (about 40 ms a
  * connection against OpenSSH sshd). `destroy()` is kept for error paths.
  */
-export function splice(channel: Duplex, socket: net.Socket): Promise<SpliceResult> {
+export function splice(channel: Duplex, socket: Duplex): Promise<SpliceResult> {
   const eof = serverEof(channel);
+  const otherEof = serverEof(socket);
+  if (eof && otherEof) return spliceServerChannels(channel, socket, eof, otherEof);
   return new Promise((resolve) => {
     let done = false;
     let error: Error | undefined;
-    let connected = !socket.connecting;
+    let bytesIn = 0;
+    let bytesOut = 0;
+    let connected = (socket as Partial<net.Socket>).connecting !== true;
     if (!connected) socket.once("connect", () => (connected = true));
     let channelReadDone = false; // channel → socket finished (socket write half shut)
     let socketReadDone = false; // socket → channel finished (channel EOF sent)
@@ -49,8 +58,8 @@ export function splice(channel: Duplex, socket: net.Socket): Promise<SpliceResul
       socket.removeListener("close", onSocketClose);
       channel.removeListener("close", onChannelClose);
       resolve({
-        bytesIn: socket.bytesRead,
-        bytesOut: socket.bytesWritten,
+        bytesIn,
+        bytesOut,
         connected,
         ...(error ? { error } : {}),
       });
@@ -97,9 +106,11 @@ export function splice(channel: Duplex, socket: net.Socket): Promise<SpliceResul
     // channel (ssh2 then stops adjusting the window, so the peer stops
     // sending), a full channel window pauses the socket.
     const toSocket = (chunk: Buffer) => {
+      bytesOut += chunk.length;
       if (!socket.write(chunk)) channel.pause();
     };
     const toChannel = (chunk: Buffer) => {
+      bytesIn += chunk.length;
       if (!channel.write(chunk)) socket.pause();
     };
     const resumeChannel = () => channel.resume();
@@ -165,7 +176,7 @@ export function splice(channel: Duplex, socket: net.Socket): Promise<SpliceResul
         return;
       }
       // Give the socket a bounded time to flush what it holds, then release it.
-      lingerTimer = setTimeout(() => fail(undefined), 30_000);
+      lingerTimer = setTimeout(() => fail(undefined), LINGER_MS);
       lingerTimer.unref();
       socket.once("finish", () => {
         socket.destroy();
@@ -173,5 +184,139 @@ export function splice(channel: Duplex, socket: net.Socket): Promise<SpliceResul
     };
     socket.on("close", onSocketClose);
     channel.on("close", onChannelClose);
+  });
+}
+
+/**
+ * Two server-side ssh2 channels (an operator's direct-tcpip and a device's
+ * forwarded-tcpip on the relay): the same data path, but each side's
+ * half-close is EOF then, once both directions are done, CLOSE, so EOF
+ * passes through both ways. A peer's CLOSE (ssh2 answers it at once and
+ * emits 'close' after the last data has been read) means nothing more can
+ * reach that side: the other side gets its EOF once what it was sent has
+ * gone out, then CLOSE. LINGER_MS bounds a peer that never reads.
+ */
+function spliceServerChannels(
+  a: Duplex,
+  b: Duplex,
+  eofA: () => void,
+  eofB: () => void,
+): Promise<SpliceResult> {
+  return new Promise((resolve) => {
+    let done = false;
+    let error: Error | undefined;
+    let bytesIn = 0; // b → a
+    let bytesOut = 0; // a → b
+    const state = {
+      a: { readDone: false, eofSent: false, eofQueued: false, closed: false },
+      b: { readDone: false, eofSent: false, eofQueued: false, closed: false },
+    };
+    let lingerTimer: NodeJS.Timeout | undefined;
+
+    const finish = () => {
+      if (done) return;
+      done = true;
+      clearTimeout(lingerTimer);
+      resolve({ bytesIn, bytesOut, connected: true, ...(error ? { error } : {}) });
+    };
+    const fail = (err: Error | undefined) => {
+      if (done) return;
+      if (err && !error) error = err;
+      a.destroy();
+      b.destroy();
+      finish();
+    };
+    const linger = () => {
+      if (lingerTimer) return;
+      lingerTimer = setTimeout(() => fail(undefined), LINGER_MS);
+      lingerTimer.unref();
+    };
+
+    // EOF goes out after every chunk queued before it (see shutChannelWrites above).
+    const shut = (stream: Duplex, eof: () => void, st: typeof state.a, then: () => void) => {
+      if (st.eofQueued) return;
+      st.eofQueued = true;
+      const sent = () => {
+        st.eofSent = true;
+        then();
+      };
+      if (stream.destroyed || stream.writableEnded) {
+        sent();
+        return;
+      }
+      stream.write(EMPTY, () => {
+        if (done) return;
+        eof();
+        sent();
+      });
+    };
+    const maybeClose = () => {
+      if (done) return;
+      const s = state;
+      if (s.a.readDone && s.b.readDone && s.a.eofSent && s.b.eofSent) {
+        closeServerChannel(a);
+        closeServerChannel(b);
+        linger();
+        return;
+      }
+      // One side's peer closed: the other side gets EOF (once flushed) and then CLOSE.
+      if (s.a.closed && s.b.eofSent) closeServerChannel(b);
+      if (s.b.closed && s.a.eofSent) closeServerChannel(a);
+    };
+
+    const aToB = (chunk: Buffer) => {
+      bytesOut += chunk.length;
+      if (!b.write(chunk)) a.pause();
+    };
+    const bToA = (chunk: Buffer) => {
+      bytesIn += chunk.length;
+      if (!a.write(chunk)) b.pause();
+    };
+    const resumeA = () => a.resume();
+    const resumeB = () => b.resume();
+    a.on("data", aToB);
+    b.on("drain", resumeA);
+    b.on("data", bToA);
+    a.on("drain", resumeB);
+    a.resume();
+    b.resume();
+    disableAutoDestroy(a);
+    disableAutoDestroy(b);
+
+    a.once("end", () => {
+      state.a.readDone = true;
+      shut(b, eofB, state.b, maybeClose);
+      maybeClose();
+    });
+    b.once("end", () => {
+      state.b.readDone = true;
+      shut(a, eofA, state.a, maybeClose);
+      maybeClose();
+    });
+    a.on("error", (err: Error) => fail(err));
+    b.on("error", (err: Error) => fail(err));
+    a.once("close", () => {
+      state.a.closed = true;
+      // Nothing more reaches a's peer: read b only to discard it.
+      b.removeListener("data", bToA);
+      a.removeListener("drain", resumeB);
+      b.resume();
+      if (state.b.closed) finish();
+      else {
+        linger();
+        maybeClose();
+      }
+    });
+    b.once("close", () => {
+      state.b.closed = true;
+      a.removeListener("data", aToB);
+      b.removeListener("drain", resumeA);
+      a.resume();
+      if (state.a.closed) finish();
+      else {
+        linger();
+        maybeClose();
+      }
+    });
   });
 }

@@ -101,3 +101,16 @@ describe("wireBindAddress", () => {
     assert.equal(wireBindAddress("::1"), "::1");
   });
 });
+
+describe("tunnel names as bind addresses", () => {
+  it("-R and RemoteForward take a name and send it as given (the relay echoes it back)", () => {
+    const r = parseRemoteForward("device42:22:localhost:22");
+    assert.deepEqual(r.bind, { kind: "tcp", address: "device42", port: 22 });
+    assert.equal(wireBindAddress("device42"), "device42");
+    assert.equal(wireBindAddress("Device42.Fleet"), "Device42.Fleet");
+    const c = parseConfigRemoteForward("device42:22 localhost:22");
+    assert.deepEqual(c.bind, r.bind);
+    assert.deepEqual(c.target, r.target);
+    assert.equal(c.text, "device42:22 localhost:22");
+  });
+});

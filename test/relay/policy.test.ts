@@ -9,7 +9,13 @@ import { after, describe, test } from "node:test";
 import { addrMatchList, checkFromList, fromAllows } from "../../src/relay/address-match.js";
 import { parseAuthorizedKeys, parseExpiryTime, parseOptions } from "../../src/relay/authorized-keys.js";
 import { targetsOverlap } from "../../src/relay/bindings.js";
-import { authorizeKey, type BindTarget, checkListen, resolveBindAddress } from "../../src/relay/policy.js";
+import {
+  authorizeKey,
+  type BindTarget,
+  checkListen,
+  checkOpen,
+  resolveBindAddress,
+} from "../../src/relay/policy.js";
 import { keygen } from "../helpers/sshd.js";
 
 const dir = mkdtempSync(join(tmpdir(), "revtun-relay-unit-"));
@@ -204,7 +210,7 @@ describe("listen permissions", () => {
     assert.match(checkListen(off, target("localhost"), 8080, false) ?? "", /disabled/);
   });
 
-  test("bind addresses: localhost is both loopbacks, empty and * are everything, names are refused", () => {
+  test("bind addresses: localhost is both loopbacks, empty and * are everything, other strings are names", () => {
     assert.deepEqual(
       target("localhost").hosts.map((h) => h.host),
       ["127.0.0.1", "::1"],
@@ -212,7 +218,56 @@ describe("listen permissions", () => {
     assert.equal(target("*").scope, "any");
     assert.equal(target("").requested, "");
     assert.equal(target("10.1.2.3").scope, "specific");
-    assert.equal(typeof resolveBindAddress("example.com"), "string");
+    const n = resolveBindAddress("Device42.Fleet", 22);
+    assert.ok(typeof n !== "string");
+    assert.equal(n.scope, "name");
+    assert.equal(n.name, "device42.fleet");
+    assert.deepEqual(n.hosts, []);
+    assert.match(String(resolveBindAddress("device42", 0)), /a tunnel name needs a fixed port/);
+    assert.match(String(resolveBindAddress("bad_name", 22)), /bad tunnel name "bad_name": .*DNS labels/);
+  });
+
+  test("names: only a permitlisten naming them grants them; permitopen grants reaching them", () => {
+    const name = (n: string) => {
+      const t = resolveBindAddress(n, 22);
+      assert.ok(typeof t !== "string", String(t));
+      return t;
+    };
+    const key = (opts: string) => one(`${opts} ${PUB.split(" ").slice(0, 2).join(" ")}`).options;
+    assert.equal(checkListen(key('permitlisten="device42:22"'), name("Device42"), 22, false), undefined);
+    assert.equal(checkListen(key('permitlisten="device*:22"'), name("device7"), 22, false), undefined);
+    assert.equal(checkListen(key('permitlisten="device*:*"'), name("device7"), 22, false), undefined);
+    assert.match(
+      String(checkListen(key('permitlisten="device42:22"'), name("device43"), 22, true)),
+      /tunnel name device43:22 not allowed by permitlisten \(device42:22\)/,
+    );
+    assert.match(String(checkListen(key('permitlisten="22"'), name("device42"), 22, true)), /not allowed/);
+    assert.match(
+      String(checkListen(key(""), name("device42"), 22, true)),
+      /needs a permitlisten naming it \(permitlisten="device42:22"\)/,
+    );
+    assert.match(
+      String(checkListen(key('restrict,permitlisten="device42:22"'), name("device42"), 22, false)),
+      /port forwarding is disabled/,
+    );
+    const op = key('restrict,permitopen="*:22",permitopen="db?.fleet:5432"');
+    assert.deepEqual(
+      op.permitOpen.map((p) => [p.host, p.port]),
+      [
+        ["*", 22],
+        ["db?.fleet", 5432],
+      ],
+    );
+    assert.equal(checkOpen(op, "Device42", 22), true);
+    assert.equal(checkOpen(op, "device42", 80), false);
+    assert.equal(checkOpen(op, "db1.fleet", 5432), true);
+    assert.equal(checkOpen(op, "127.0.0.1", 22), false, "addresses are never reachable");
+    assert.equal(checkOpen(op, "localhost", 22), false);
+    assert.equal(checkOpen(key(""), "device42", 22), false);
+    assert.match(
+      parseAuthorizedKeys(`permitopen="22" ${PUB}`).problems[0]?.message ?? "",
+      /bad permitopen "22": needs host:port/,
+    );
   });
 
   test("overlap: wildcards cover their family, specific addresses only themselves", () => {

@@ -390,3 +390,54 @@ for (const side of ["server", "client"] as const) {
     });
   });
 }
+
+describe("splice of two server-side channels (the relay's named tunnels)", () => {
+  for (const first of ["a", "b"] as const) {
+    test(`${first} ends first: EOF passes through, the other direction keeps flowing, then all four close`, {
+      timeout: 5000,
+    }, async () => {
+      const a = await pair.serverChannel();
+      const b = await pair.serverChannel();
+      const closed = [a.server, a.client, b.server, b.client].map(closeOf);
+      const result = splice(a.server, b.server);
+      try {
+        const [early, late] = first === "a" ? [a, b] : [b, a];
+        const toLate = readAll(late.client);
+        early.client.end("half-closed first");
+        assert.equal(Buffer.concat(await toLate).toString(), "half-closed first", "EOF after the bytes");
+        const toEarly = readAll(early.client);
+        late.client.write("still ");
+        await sleep(50);
+        late.client.end("flowing");
+        assert.equal(Buffer.concat(await toEarly).toString(), "still flowing");
+        const res = await within(result, 3000, "splice result");
+        assert.equal(res.error, undefined);
+        const aToB = first === "a" ? 17 : 13;
+        assert.deepEqual([res.bytesOut, res.bytesIn], [aToB, 30 - aToB]);
+        await within(Promise.all(closed), 3000, "every channel closed");
+      } finally {
+        for (const c of [a.server, a.client, b.server, b.client]) c.destroy();
+      }
+    });
+  }
+
+  test("one peer's CLOSE without EOF: the other side gets what was sent, then EOF and CLOSE", {
+    timeout: 5000,
+  }, async () => {
+    const a = await pair.serverChannel();
+    const b = await pair.serverChannel();
+    const closed = [a.server, a.client, b.server, b.client].map(closeOf);
+    const result = splice(a.server, b.server);
+    try {
+      const toA = readAll(a.client);
+      b.client.resume(); // a stream closes once its 'end' is consumed
+      b.client.write("last words", () => b.client.close());
+      assert.equal(Buffer.concat(await toA).toString(), "last words");
+      const res = await within(result, 3000, "splice result");
+      assert.equal(res.bytesIn, 10);
+      await within(Promise.all(closed), 3000, "every channel closed");
+    } finally {
+      for (const c of [a.server, a.client, b.server, b.client]) c.destroy();
+    }
+  });
+});
