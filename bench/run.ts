@@ -25,7 +25,8 @@
  * (bench/peer.ts), ab in its own; this process only orchestrates and reads
  * /proc. ssh's restart figure needs a supervisor: bench/tunnels.ts SshLoop.
  */
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+
+import { execFileSync, spawn } from "node:child_process";
 import {
   existsSync,
   mkdirSync,
@@ -41,7 +42,8 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { rssKiB } from "../test/helpers/proc.js";
 import { freePort, keygen, Sshd, sshBanner } from "../test/helpers/sshd.js";
-import type { ClientReady, PeerReply, PeerRequest, ServiceReady } from "./peer.js";
+import type { ClientReady, ServiceReady } from "./peer.js";
+import { PeerProcess } from "./peer-process.js";
 import { type Labels, type Run, type Summary, summarize, svg, table, type Workload } from "./report.js";
 import {
   CIPHER,
@@ -130,43 +132,6 @@ const log = (s: string) => process.stderr.write(`${s}\n`);
 
 /** Everything started, so that any exit stops it by pid. */
 const live = new Set<{ stop(): Promise<void> | void }>();
-
-class Peer {
-  private nextId = 1;
-  private readonly pending = new Map<number, (r: PeerReply) => void>();
-  readonly proc: ChildProcess;
-  readonly ready: Promise<ServiceReady | ClientReady>;
-
-  constructor(role: "service" | "client", bytes: number) {
-    this.proc = spawn(process.execPath, ["--import", "tsx", join(HERE, "peer.ts"), role, String(bytes)], {
-      stdio: ["ignore", "inherit", "inherit", "ipc"],
-    });
-    this.ready = new Promise((resolve, reject) => {
-      this.proc.once("exit", (code) => reject(new Error(`${role} peer exited ${code}`)));
-      this.proc.on("message", (m: PeerReply | ServiceReady | ClientReady) => {
-        if (m.type === "ready") resolve(m);
-        else this.pending.get(m.id)?.(m);
-      });
-    });
-    live.add(this);
-  }
-
-  request(req: Omit<PeerRequest, "id">): Promise<PeerReply> {
-    const id = this.nextId++;
-    return new Promise((resolve) => {
-      this.pending.set(id, (r) => {
-        this.pending.delete(id);
-        resolve(r);
-      });
-      this.proc.send({ ...req, id });
-    });
-  }
-
-  stop(): void {
-    if (this.proc.exitCode === null && this.proc.pid) process.kill(this.proc.pid, "SIGTERM");
-    live.delete(this);
-  }
-}
 
 function start(tool: Tool, server: Server, opts: TunnelOptions): Tunnel {
   const t = new Tunnel(tool, server, opts);
@@ -289,8 +254,8 @@ interface Context {
   sshd: Sshd;
   svc: ServiceReady;
   cli: ClientReady;
-  service: Peer;
-  client: Peer;
+  service: PeerProcess;
+  client: PeerProcess;
 }
 
 const fwd = (port: number, remote = 0) => `127.0.0.1:${remote}:127.0.0.1:${port}`;
@@ -448,8 +413,8 @@ async function main(): Promise<void> {
 
   const sshd = await Sshd.start({ config: [`Ciphers ${CIPHER}`] });
   live.add({ stop: () => sshd.close() });
-  const service = new Peer("service", o.bulkBytes);
-  const client = new Peer("client", o.bulkBytes);
+  const service = new PeerProcess("service", o.bulkBytes, live);
+  const client = new PeerProcess("client", o.bulkBytes, live);
   const svc = (await service.ready) as ServiceReady;
   const cli = (await client.ready) as ClientReady;
   const ctx: Context = { o, sshd, svc, cli, service, client };

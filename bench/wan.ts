@@ -24,6 +24,7 @@
  *   --out DIR           where wan-results.json / wan.svg go (default bench/)
  *   --revtun-bin PATH   measure another checkout's bin/revtun
  */
+
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
@@ -31,7 +32,8 @@ import os, { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { freePort, keygen, Sshd, sshBanner } from "../test/helpers/sshd.js";
-import type { ClientReady, PeerReply, PeerRequest, ServiceReady } from "./peer.js";
+import type { ClientReady, ServiceReady } from "./peer.js";
+import { PeerProcess } from "./peer-process.js";
 import { fmt, median } from "./report.js";
 import { CIPHER, cpuMs, DEFAULT_REVTUN_BIN, type Server, type Tool, Tunnel } from "./tunnels.js";
 
@@ -122,44 +124,6 @@ function killAndWait(proc: ChildProcess): Promise<void> {
   const exited = new Promise<void>((r) => proc.once("exit", () => r()));
   process.kill(proc.pid, "SIGTERM");
   return exited;
-}
-
-/** A bench/peer.ts process (the local service or the remote client). */
-class Peer {
-  private nextId = 1;
-  private readonly pending = new Map<number, (r: PeerReply) => void>();
-  readonly proc: ChildProcess;
-  readonly ready: Promise<ServiceReady | ClientReady>;
-
-  constructor(role: "service" | "client", bytes: number) {
-    this.proc = spawn(process.execPath, ["--import", "tsx", join(HERE, "peer.ts"), role, String(bytes)], {
-      stdio: ["ignore", "inherit", "inherit", "ipc"],
-    });
-    this.ready = new Promise((resolve, reject) => {
-      this.proc.once("exit", (code) => reject(new Error(`${role} peer exited ${code}`)));
-      this.proc.on("message", (m: PeerReply | ServiceReady | ClientReady) => {
-        if (m.type === "ready") resolve(m);
-        else this.pending.get(m.id)?.(m);
-      });
-    });
-    live.add(this);
-  }
-
-  request(req: Omit<PeerRequest, "id">): Promise<PeerReply> {
-    const id = this.nextId++;
-    return new Promise((resolve) => {
-      this.pending.set(id, (r) => {
-        this.pending.delete(id);
-        resolve(r);
-      });
-      this.proc.send({ ...req, id });
-    });
-  }
-
-  async stop(): Promise<void> {
-    live.delete(this);
-    await killAndWait(this.proc);
-  }
 }
 
 /** bench/delay-line.ts in its own process, so that its CPU is its own and can be read. */
@@ -299,7 +263,7 @@ interface WanRun {
 
 async function measure(
   o: WanOptions,
-  client: Peer,
+  client: PeerProcess,
   svc: ServiceReady,
   cli: ClientReady,
   e: Endpoint,
@@ -381,8 +345,8 @@ export async function wan(argv: string[]): Promise<void> {
     const sshd = await Sshd.start({ config: [`Ciphers ${CIPHER}`] });
     live.add({ stop: () => sshd.close() });
     const relay = await launchRelay(o, sshd, dir);
-    const service = new Peer("service", o.bytes);
-    const client = new Peer("client", o.bytes);
+    const service = new PeerProcess("service", o.bytes, live);
+    const client = new PeerProcess("client", o.bytes, live);
     const svc = (await service.ready) as ServiceReady;
     const cli = (await client.ready) as ClientReady;
     const sshdPubs = readFileSync(sshd.knownHosts, "utf8")

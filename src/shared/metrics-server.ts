@@ -37,6 +37,20 @@ export function parseListen(value: string, what: string): { host: string; port: 
   return { host: host === "" || host === "*" ? "0.0.0.0" : host, port };
 }
 
+/** Answers a /metrics request with the registry's text exposition (500 and the reason if it fails). */
+export function sendMetrics(registry: Registry, res: http.ServerResponse): void {
+  registry.metrics().then(
+    (text) => {
+      res.writeHead(200, { "content-type": registry.contentType });
+      res.end(text);
+    },
+    (err: Error) => {
+      res.writeHead(500, { "content-type": "text/plain" });
+      res.end(`${err.message}\n`);
+    },
+  );
+}
+
 export function serveMetrics(opts: MetricsServerOptions): Promise<MetricsServer> {
   const server = http.createServer((req, res) => {
     const path = (req.url ?? "/").split("?")[0];
@@ -51,16 +65,7 @@ export function serveMetrics(opts: MetricsServerOptions): Promise<MetricsServer>
       return;
     }
     if (path === "/metrics") {
-      opts.registry.metrics().then(
-        (text) => {
-          res.writeHead(200, { "content-type": opts.registry.contentType });
-          res.end(text);
-        },
-        (err: Error) => {
-          res.writeHead(500, { "content-type": "text/plain" });
-          res.end(`${err.message}\n`);
-        },
-      );
+      sendMetrics(opts.registry, res);
       return;
     }
     res.writeHead(404, { "content-type": "text/plain" }).end("not found: try /healthz or /metrics\n");

@@ -19,7 +19,7 @@ import { readFileSync } from "node:fs";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { RevtunError } from "../../shared/errors.js";
-import type { Health } from "../../shared/metrics-server.js";
+import { type Health, sendMetrics } from "../../shared/metrics-server.js";
 import type { RelayEventName } from "../events.js";
 import type { Relay } from "../relay.js";
 import { Inventory, type SessionRecord } from "./inventory.js";
@@ -205,16 +205,7 @@ export function startAdminServer(opts: AdminServerOptions): Promise<AdminServer>
       return;
     }
     if (path === "/metrics") {
-      relay.registry.metrics().then(
-        (text) => {
-          res.writeHead(200, { "content-type": relay.registry.contentType });
-          res.end(text);
-        },
-        (err: Error) => {
-          res.writeHead(500, { "content-type": "text/plain" });
-          res.end(`${err.message}\n`);
-        },
-      );
+      sendMetrics(relay.registry, res);
       return;
     }
     res
