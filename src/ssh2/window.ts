@@ -49,6 +49,8 @@ import { RevtunError } from "../shared/errors.js";
 const MiB = 1024 * 1024;
 /** ssh2's MAX_WINDOW: what every ssh2 channel advertises when it opens. */
 export const SSH2_WINDOW = 2 * MiB;
+/** Bytes a channel receives under ssh2's own window before this policy takes it over. */
+const MANAGE_AFTER = 256 * 1024;
 /** ssh2's PACKET_SIZE, the maximum packet it advertises. */
 const PACKET = 32 * 1024;
 /** OpenSSH channel_check_window adjusts once 3 packets are consumed. */
@@ -338,6 +340,11 @@ function manage(
     managed.set(ch, null);
     return null;
   }
+  // A short connection (an HTTP request and its answer) never needs more than
+  // ssh2's 2 MiB: leave it to ssh2 until it has received MANAGE_AFTER, well
+  // before ssh2's own top-up at 1 MiB. Managing every channel from its first
+  // byte cost ~8% of requests/s at 50 concurrent on loopback (bench, A/B).
+  if (SSH2_WINDOW - ch.incoming.window + ch.readableLength < MANAGE_AFTER) return null;
   capFor(session, proto);
   m = {
     session,
