@@ -2,6 +2,11 @@
  * Command-line parsing with ssh's own syntax, so `ssh -N -R …` becomes
  * `revtun -N -R …`: bundled flags (-Nv), attached values (-p2222, -oX=y),
  * and revtun's own long options.
+ *
+ * Hand-written on purpose: node's util.parseArgs (used by `revtun relay`)
+ * and the usual packages do not follow ssh's getopt rules — a value attached
+ * to a bundle (`-NR8080:…`), `-o` repeated with first-value-wins, ssh's exact
+ * set of flags that take a value — and a user's `ssh` line must mean the same.
  */
 
 import { type ForwardSpec, parseRemoteForward } from "../agent/forward-spec.js";
