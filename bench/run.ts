@@ -20,6 +20,7 @@
  *   --floor            a third table: ssh against bench/ssh2-floor.mjs, a bare ssh2
  *                      forwarder (bulk and HTTP only): what Node + ssh2 cost by themselves
  *   --wan [MS,...]     instead: the tunnels over a simulated WAN (bench/wan.ts, its own flags)
+ *   --fleet            instead: N devices on one relay and on a fleet of three (bench/fleet.ts)
  *
  * The local service and the remote client run in their own processes
  * (bench/peer.ts), ab in its own; this process only orchestrates and reads
@@ -403,6 +404,8 @@ function summaries(
 async function main(): Promise<void> {
   // The WAN table (bench/wan.ts) is a run of its own, with its own flags and cleanup.
   if (process.argv.includes("--wan")) return (await import("./wan.js")).wan(process.argv.slice(2));
+  // The fleet figures (bench/fleet.ts): devices against one relay and against three.
+  if (process.argv.includes("--fleet")) return (await import("./fleet.js")).fleet(process.argv.slice(2));
   const o = parseOptions(process.argv.slice(2));
   const runs: Record<string, Run[]> = {};
   const began = now();

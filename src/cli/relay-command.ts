@@ -6,6 +6,7 @@
  * 255 when the relay cannot run.
  */
 
+import { hostname } from "node:os";
 import { type ParseArgsConfig, parseArgs } from "node:util";
 import { type AdminServer, isLoopback, startAdminServer } from "../relay/admin/admin-server.js";
 import {
@@ -14,6 +15,9 @@ import {
   type RelayEventName,
   type RelayEvents,
 } from "../relay/events.js";
+import { type FleetKey, loadFleetKey } from "../relay/fleet/fleet-key.js";
+import { parseFleetUrl, type RedisTarget } from "../relay/fleet/fleet-options.js";
+import { forkWorkers, MAX_WORKERS } from "../relay/fleet/workers.js";
 import { Relay } from "../relay/relay.js";
 import { formatHostPort } from "../shared/address.js";
 import { escapeControl, quote } from "../shared/bounded-text.js";
@@ -27,6 +31,8 @@ import { exitCodeFor, type Io, onSignals, readSecret } from "./process.js";
 export const RELAY_USAGE = `usage: revtun relay --listen [host:]port --host-key FILE --authorized-keys FILE
                     [--metrics [host:]port] [--admin [host:]port] [--admin-token-file FILE]
                     [--gateway-ports] [--max-channels N] [--log-format text|json] [-v]
+                    [--fleet redis://host:port[/db] --fleet-key FILE [--relay-id ID]
+                     [--advertise host:port] [--workers N]]
        revtun relay status [--json] [--admin host:port] [--admin-token-file FILE]
 
   --listen [host:]port     where SSH clients connect (no host: all interfaces)
@@ -38,6 +44,15 @@ export const RELAY_USAGE = `usage: revtun relay --listen [host:]port --host-key 
   --admin-token-file FILE  bearer token for --admin (first line); or the env REVTUN_ADMIN_TOKEN
   --gateway-ports          let keys bind non-loopback addresses without a host permitlisten
   --max-channels N         forwarded connections one session may have open (default 256)
+  --fleet redis://host:port[/db]
+                           join a fleet of relays sharing tunnel names through this Redis
+                           (or the env REVTUN_FLEET); operators reach devices on any member
+  --fleet-key FILE         the fleet's ed25519 private key (the same on every member, mode 600)
+  --relay-id ID            this relay's id in the fleet (default: hostname-port)
+  --advertise host:port    where peer relays reach this one (default: the --listen address,
+                           required when that is a wildcard or port 0)
+  --workers N              run N relay processes sharing the port, each a fleet member
+                           <relay-id>-w<index> (needs --fleet)
   --log-format text|json   log line format (default text)
   -v, --verbose            debug logging (every forwarded connection, ignored key options)
   -h, --help               this text
@@ -54,6 +69,11 @@ export const RELAY_OPTIONS = {
   "gateway-ports": { type: "boolean" },
   "max-channels": { type: "string" },
   "log-format": { type: "string" },
+  fleet: { type: "string" },
+  "fleet-key": { type: "string" },
+  "relay-id": { type: "string" },
+  advertise: { type: "string" },
+  workers: { type: "string" },
   verbose: { type: "boolean", short: "v", multiple: true },
   help: { type: "boolean", short: "h" },
 } as const satisfies ParseArgsConfig["options"];
@@ -69,10 +89,64 @@ interface RelayArgs {
   maxChannels?: number;
   logFormat: LogFormat;
   verbose: boolean;
+  fleet?: { redis: RedisTarget; keyFile: string; relayId: string; advertise: string };
+  workers: number;
+}
+
+const WILDCARDS = new Set(["", "*", "0.0.0.0", "::"]);
+
+/** The --fleet group: REVTUN_FLEET stands in for --fleet (the CLI reads the environment; the library never does). */
+function parseFleetArgs(
+  values: Record<string, unknown>,
+  listen: { host?: string; port: number },
+  env: Record<string, string | undefined>,
+): RelayArgs["fleet"] {
+  const url = typeof values.fleet === "string" ? values.fleet : env.REVTUN_FLEET;
+  const source = typeof values.fleet === "string" ? "--fleet" : "REVTUN_FLEET";
+  const keyFile = values["fleet-key"];
+  if (url === undefined || url === "") {
+    for (const f of ["fleet-key", "relay-id", "advertise"])
+      if (values[f] !== undefined) throw new RevtunError("USAGE", `--${f} needs --fleet (or REVTUN_FLEET)`);
+    return undefined;
+  }
+  const redis = parseFleetUrl(url, source);
+  if (typeof keyFile !== "string" || keyFile === "")
+    throw new RevtunError("USAGE", `${source} needs --fleet-key FILE (the fleet's ed25519 private key)`);
+  const idText = values["relay-id"];
+  const relayId =
+    typeof idText === "string"
+      ? idText
+      : `${hostname()
+          .replace(/[^A-Za-z0-9._-]/g, "-")
+          .slice(0, 50)}-${listen.port}`;
+  if (!/^[A-Za-z0-9._-]{1,60}$/.test(relayId))
+    throw new RevtunError("USAGE", `bad --relay-id ${quote(relayId)}: expected 1-60 of A-Z a-z 0-9 . _ -`);
+  const given = values.advertise;
+  let advertise: string;
+  if (typeof given !== "string") {
+    if (listen.host === undefined || WILDCARDS.has(listen.host) || listen.port === 0)
+      throw new RevtunError(
+        "USAGE",
+        `${source} needs --advertise host:port: --listen ${listen.host === undefined ? listen.port : formatHostPort(listen.host, listen.port)} is not an address and port peers can dial`,
+      );
+    advertise = formatHostPort(listen.host, listen.port);
+  } else {
+    const a = parseListen(given, "--advertise");
+    if (WILDCARDS.has(a.host) || a.port === 0)
+      throw new RevtunError(
+        "USAGE",
+        `bad --advertise ${quote(given)}: give an address and port peers can dial`,
+      );
+    advertise = formatHostPort(a.host, a.port);
+  }
+  return { redis, keyFile, relayId, advertise };
 }
 
 /** Parses argv; throws RevtunError("USAGE") naming the bad value. Returns "help" for -h. */
-export function parseRelayArgs(argv: string[]): RelayArgs | "help" {
+export function parseRelayArgs(
+  argv: string[],
+  env: Record<string, string | undefined> = {},
+): RelayArgs | "help" {
   let values: Record<string, string | boolean | (string | boolean)[] | undefined>;
   try {
     ({ values } = parseArgs({
@@ -118,6 +192,19 @@ export function parseRelayArgs(argv: string[]): RelayArgs | "help" {
     if (!/^\d+$/.test(maxChannelsText) || maxChannels < 1 || maxChannels > 100_000)
       throw new RevtunError("USAGE", `bad --max-channels ${quote(maxChannelsText)}: expected 1 to 100000`);
   }
+  const fleet = parseFleetArgs(values, listen, env);
+  const workersText = values.workers;
+  let workers = 1;
+  if (typeof workersText === "string") {
+    workers = Number(workersText);
+    if (!/^\d+$/.test(workersText) || workers < 1 || workers > MAX_WORKERS)
+      throw new RevtunError("USAGE", `bad --workers ${quote(workersText)}: expected 1 to ${MAX_WORKERS}`);
+    if (workers > 1 && !fleet)
+      throw new RevtunError(
+        "USAGE",
+        `--workers ${workers} needs --fleet: the workers reach each other's devices through the fleet registry`,
+      );
+  }
   return {
     listen,
     hostKey: str("host-key"),
@@ -129,6 +216,8 @@ export function parseRelayArgs(argv: string[]): RelayArgs | "help" {
     ...(maxChannels !== undefined ? { maxChannels } : {}),
     logFormat: format,
     verbose: Array.isArray(values.verbose) && values.verbose.length > 0,
+    ...(fleet ? { fleet } : {}),
+    workers,
   };
 }
 
@@ -209,7 +298,7 @@ export async function relayCommand(
   }
   let args: RelayArgs | "help";
   try {
-    args = parseRelayArgs(argv);
+    args = parseRelayArgs(argv, io.env ?? {});
   } catch (err) {
     io.stderr.write(`revtun relay: ${(err as Error).message}\n${RELAY_USAGE}`);
     return 2;
@@ -239,6 +328,19 @@ export async function relayCommand(
     level: args.verbose ? "debug" : "info",
     stream: io.stderr,
   });
+  let fleetKey: FleetKey | undefined;
+  if (args.fleet) {
+    try {
+      fleetKey = await loadFleetKey(args.fleet.keyFile);
+    } catch (err) {
+      io.stderr.write(`revtun relay: ${(err as Error).message}\n`);
+      return exitCodeFor(err);
+    }
+  }
+  const workerIndex = io.env?.REVTUN_WORKER_INDEX;
+  if (args.workers > 1 && workerIndex === undefined) return runWorkers(args.workers, argv, log);
+  const relayId =
+    args.fleet && workerIndex !== undefined ? `${args.fleet.relayId}-w${workerIndex}` : args.fleet?.relayId;
 
   // Handlers go in before anything starts: a SIGTERM while starting still
   // means a clean stop, and a SIGHUP must never fall through to its default (exit).
@@ -279,6 +381,11 @@ export async function relayCommand(
       authorizedKeysFile: args.authorizedKeys,
       gatewayPorts: args.gatewayPorts,
       ...(args.maxChannels !== undefined ? { limits: { maxChannelsPerSession: args.maxChannels } } : {}),
+      ...(args.fleet && fleetKey && relayId
+        ? {
+            fleet: { redis: args.fleet.redis, fleetKey, relayId, advertise: args.fleet.advertise },
+          }
+        : {}),
     });
     relay = r;
     stopLogging = logEvents(r, log);
@@ -319,6 +426,43 @@ export async function relayCommand(
     stopLogging?.();
     await metrics?.close();
     await admin?.close();
+    offSignals();
+  }
+}
+
+/**
+ * The --workers primary: forks the workers (each runs this command again,
+ * with REVTUN_WORKER_INDEX set) and keeps them running until a signal.
+ */
+async function runWorkers(count: number, argv: string[], log: Logger): Promise<number> {
+  const entry = process.argv[1];
+  if (!entry) throw new RevtunError("USAGE", "--workers: cannot tell which script to fork");
+  let wake: () => void = () => {};
+  const stopped = new Promise<void>((resolve) => {
+    wake = resolve;
+  });
+  const offSignals = onSignals(
+    (_immediate, signal) => {
+      log.info({ event: "shutdown", signal }, `${signal}: stopping ${count} workers`);
+      wake();
+    },
+    () => {},
+  );
+  const sup = forkWorkers({ count, exec: entry, args: ["relay", ...argv] });
+  sup.on("started", (x) =>
+    log.info({ event: "worker-started", ...x }, `worker ${x.index} started, pid ${x.pid}`),
+  );
+  sup.on("exited", (x) =>
+    log.warn(
+      { event: "worker-exited", ...x },
+      `worker ${x.index} (pid ${x.pid}) exited ${x.signal ?? `with code ${x.code}`}${x.restartInMs !== undefined ? `; restarting in ${x.restartInMs} ms` : ""}`,
+    ),
+  );
+  try {
+    await stopped;
+    await sup.stop();
+    return 0;
+  } finally {
     offSignals();
   }
 }

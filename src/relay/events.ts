@@ -85,6 +85,10 @@ export interface RelayEvents {
    * carried it, bytes each way, how long and how it ended.
    */
   "tunnel-connection-closed": [TunnelRecord];
+  /** The fleet's Redis stopped answering: names held here are still served, others' are not reachable. */
+  "fleet-degraded": [{ relayId: string; reason: string }];
+  /** The fleet's Redis answers again; this relay's names were re-announced. */
+  "fleet-restored": [{ relayId: string; downMs: number; reannounced: number }];
 }
 
 export interface TunnelRecord extends SessionRef {
@@ -95,6 +99,8 @@ export interface TunnelRecord extends SessionRef {
   /** The device session that carried it (absent when none did). */
   deviceSessionId?: number;
   deviceFingerprint?: string;
+  /** The fleet peer relay that carried it, when the device is held there (fleet/route.ts). */
+  viaRelay?: string;
   /** Bytes from the operator to the device, and back. */
   bytesToDevice: number;
   bytesFromDevice: number;
@@ -130,7 +136,16 @@ const DESCRIBE: { [K in RelayEventName]: (...args: RelayEvents[K]) => DescribedE
     msg:
       `tunnel ${x.name}:${x.port} for ${who(x)}${x.keyComment ? ` (${x.keyComment})` : ""}` +
       (x.deviceFingerprint ? ` via session ${x.deviceSessionId} ${x.deviceFingerprint}` : "") +
+      (x.viaRelay ? ` via relay ${x.viaRelay}` : "") +
       `: ${x.ended}, ${x.bytesToDevice} bytes to the device, ${x.bytesFromDevice} back, ${x.durationMs} ms`,
+  }),
+  "fleet-degraded": (x) => ({
+    level: "warn",
+    msg: `fleet registry unavailable (${x.reason}): serving this relay's own tunnels only`,
+  }),
+  "fleet-restored": (x) => ({
+    level: "info",
+    msg: `fleet registry back after ${x.downMs} ms: ${x.reannounced} tunnel name(s) re-announced as ${x.relayId}`,
   }),
   listening: (x) => ({ level: "info", msg: `relay listening on ${hostPort(x.host, x.port)}` }),
   closed: () => ({ level: "info", msg: "relay closed" }),

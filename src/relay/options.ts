@@ -4,6 +4,22 @@
  */
 import type { Registry } from "prom-client";
 import { RevtunError } from "../shared/errors.js";
+import type { FleetKey } from "./fleet/fleet-key.js";
+import { type FleetTimings, fleetTimings, type RedisTarget } from "./fleet/fleet-options.js";
+
+/** Membership of a relay fleet (fleet/index.ts): names bound here are reachable through every member. */
+export interface RelayFleetOptions {
+  redis: RedisTarget;
+  fleetKey: FleetKey;
+  /** Unique in the fleet: [A-Za-z0-9._-], at most 64 characters. */
+  relayId: string;
+  /** host:port (or [v6]:port) where peer relays reach this relay's SSH listener. */
+  advertise: string;
+  /** Lease and timeout overrides; tests shorten them. */
+  timings?: Partial<FleetTimings>;
+  /** Redis key prefix, so several fleets (or tests) can share one database. */
+  prefix?: string;
+}
 
 export interface RelayLimits {
   /**
@@ -100,6 +116,8 @@ export interface RelayOptions {
   registry?: Registry;
   /** Clock, for expiry-time; tests replace it. */
   now?: () => Date;
+  /** Join a fleet of relays sharing tunnel names through Redis. */
+  fleet?: RelayFleetOptions;
 }
 
 export const DEFAULT_LIMITS: RelayLimits = {
@@ -133,6 +151,7 @@ export interface ResolvedRelayOptions {
   channelOpenTimeoutMs: number;
   closeGraceMs: number;
   now: () => Date;
+  fleet: (RelayFleetOptions & { timings: FleetTimings }) | undefined;
 }
 
 function nonNegative(name: string, v: number): number {
@@ -186,5 +205,30 @@ export function resolveRelayOptions(o: RelayOptions): ResolvedRelayOptions {
     channelOpenTimeoutMs: nonNegative("channelOpenTimeoutMs", o.channelOpenTimeoutMs ?? 15_000),
     closeGraceMs: nonNegative("closeGraceMs", o.closeGraceMs ?? 2_000),
     now: o.now ?? (() => new Date()),
+    fleet: o.fleet ? resolveFleet(o.fleet) : undefined,
   };
+}
+
+const RELAY_ID = /^[A-Za-z0-9._-]{1,64}$/;
+
+function resolveFleet(f: RelayFleetOptions): RelayFleetOptions & { timings: FleetTimings } {
+  const bad = (what: string) => new RevtunError("USAGE", `relay option fleet.${what}`);
+  if (!f.redis || typeof f.redis.host !== "string" || !Number.isInteger(f.redis.port))
+    throw bad("redis must be { host, port, db } (see parseFleetUrl)");
+  if (!f.fleetKey || !Buffer.isBuffer(f.fleetKey.publicBlob) || typeof f.fleetKey.privateKey !== "string")
+    throw bad("fleetKey must be a loaded fleet key (see loadFleetKey)");
+  if (typeof f.relayId !== "string" || !RELAY_ID.test(f.relayId))
+    throw bad(`relayId ${JSON.stringify(f.relayId)} must be [A-Za-z0-9._-], 1 to 64 characters`);
+  const m =
+    typeof f.advertise === "string"
+      ? (/^\[([^\]]+)\]:(\d{1,5})$/.exec(f.advertise) ?? /^([^:\s]+):(\d{1,5})$/.exec(f.advertise))
+      : null;
+  const port = Number(m?.[2]);
+  if (!m || !Number.isInteger(port) || port < 1 || port > 65535)
+    throw bad(
+      `advertise ${JSON.stringify(f.advertise)} must be host:port (or [v6]:port) with a port 1-65535`,
+    );
+  if (m[1] === "0.0.0.0" || m[1] === "::")
+    throw bad(`advertise ${JSON.stringify(f.advertise)} is a wildcard address: give one peers can dial`);
+  return { ...f, timings: fleetTimings(f.timings) };
 }

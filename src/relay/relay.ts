@@ -20,13 +20,16 @@ import ssh2, { type Connection } from "ssh2";
 import { formatEndpoint } from "../shared/address.js";
 import { boundRecord } from "../shared/bounded-text.js";
 import { RevtunError } from "../shared/errors.js";
+import { parseKeyText } from "../shared/keys.js";
 import { normalizeIp } from "./address-match.js";
 import { SourcePenalties } from "./authentication.js";
 import { type AuthorizedKeys, parseAuthorizedKeys } from "./authorized-keys.js";
 import { type Binding, BindingTable, type BindOutcome, type ReleaseReason } from "./bindings.js";
 import type { RelayEvents } from "./events.js";
+import { FleetMember } from "./fleet/member.js";
 import { forwardInfo } from "./forwarding.js";
 import { RelayMetrics } from "./metrics.js";
+import { tunnelKey } from "./names.js";
 import { type RelayOptions, type ResolvedRelayOptions, resolveRelayOptions } from "./options.js";
 import { authorizeKey, type BindTarget, type KeyDecision } from "./policy.js";
 import { RelaySession, type SessionHost, sourceOf } from "./session.js";
@@ -73,10 +76,25 @@ export class Relay extends EventEmitter<RelayEvents> {
   private readonly penalties: SourcePenalties;
   /** Per throttled event: the current one-second window and what it left out. */
   private readonly throttle = new Map<string, { start: number; count: number; suppressed: number }>();
+  /** Fleet membership (options.fleet): registry, peer pool, the fleet key's admission. */
+  private readonly fleet: FleetMember | undefined;
 
   constructor(options: RelayOptions) {
     super();
     this.options = resolveRelayOptions(options);
+    const f = this.options.fleet;
+    if (f) {
+      const key = parseKeyText(this.options.hostKey);
+      if (key instanceof Error)
+        throw new RevtunError("CONFIG", `relay host key unusable: ${key.message}`, { cause: key });
+      this.fleet = new FleetMember(
+        { ...f, hostKeyBlob: key.getPublicSSH() },
+        {
+          degraded: (x) => this.emit("fleet-degraded", x),
+          restored: (x) => this.emit("fleet-restored", x),
+        },
+      );
+    }
     this.metrics = new RelayMetrics(
       () => ({
         sessions: this.authenticatedSessions().length,
@@ -196,6 +214,9 @@ export class Relay extends EventEmitter<RelayEvents> {
     tcp.on("error", () => {});
     const a = tcp.address() as net.AddressInfo;
     this.bound = { host: a.address, port: a.port };
+    // Before "listening": the relay's lease is in Redis (or the registry has
+    // reported it degraded) by the time a device can bind a name.
+    if (this.fleet) await this.fleet.start();
     this.state = "listening";
     if (this.options.watchAuthorizedKeys) this.watchKeys();
     this.emit("listening", this.bound);
@@ -257,6 +278,8 @@ export class Relay extends EventEmitter<RelayEvents> {
     await Promise.all(sessions.map((s) => s.finished));
     clearTimeout(grace);
     await tcpClosed;
+    // After the sessions: their names' withdrawals go out first, then the lease.
+    await this.fleet?.close();
     this.state = "closed";
     this.emit("closed");
   }
@@ -274,6 +297,8 @@ export class Relay extends EventEmitter<RelayEvents> {
   // ---- internals ------------------------------------------------------------
 
   private authorize(blob: Buffer, ip: string): KeyDecision {
+    const peer = this.fleet?.admit(blob);
+    if (peer) return { ok: true, key: peer };
     return authorizeKey(this.keys.keys, blob, ip, this.options.now());
   }
 
@@ -407,6 +432,8 @@ export class Relay extends EventEmitter<RelayEvents> {
       });
       this.released(old, "taken-over");
     }
+    if (target.scope === "name")
+      this.fleet?.bound(tunnelKey(target.name ?? target.requested, port), session.id, session.fingerprint);
     return outcome;
   }
 
@@ -416,6 +443,8 @@ export class Relay extends EventEmitter<RelayEvents> {
 
   private released(b: Binding, reason: ReleaseReason): void {
     const owner = b.owner as RelaySession;
+    if (b.target.scope === "name")
+      this.fleet?.released(tunnelKey(b.target.name ?? b.target.requested, b.requestedPort), owner.id);
     // A binding released before its sockets listened was never announced.
     if (owner.bindings.has(b)) this.emit("forward-released", { ...forwardInfo(b, owner.ref()), reason });
     owner.forget(b, reason);
@@ -432,6 +461,7 @@ export class Relay extends EventEmitter<RelayEvents> {
       bind: (owner, target, port) => this.bind(owner as RelaySession, target, port),
       release: (b, reason) => this.release(b, reason),
       holders: (name, port) => this.bindings.holders(name, port),
+      fleet: this.fleet,
       closed: (s) => {
         this.sessions.delete(s);
       },

@@ -12,6 +12,7 @@ import { OPEN_FAILURE, rejectChannelOpen } from "../ssh2/channel-open-failure.js
 import type { AuthorizedKey } from "./authorized-keys.js";
 import type { Binding } from "./bindings.js";
 import type { RelayEvents, SessionRef, TunnelRecord } from "./events.js";
+import type { FleetRoute, FleetTarget } from "./fleet/route.js";
 import type { RelayMetrics } from "./metrics.js";
 import { parseTunnelName } from "./names.js";
 import type { ResolvedRelayOptions } from "./options.js";
@@ -24,6 +25,15 @@ export interface TunnelHost {
   /** The sessions holding `name`:`port`, newest first. */
   holders(name: string, port: number): Binding[];
   emit<K extends keyof RelayEvents>(event: K, ...args: RelayEvents[K]): boolean;
+  /** Set when the relay is in a fleet (relay.ts). */
+  readonly fleet?: TunnelFleet | undefined;
+}
+
+/** What tunnels need of the fleet: who is a peer, and a channel through another relay. */
+export interface TunnelFleet {
+  /** A peer relay's session: served from local holders only, never routed on (no loops). */
+  isPeer(key: AuthorizedKey): boolean;
+  open(target: FleetTarget): Promise<FleetRoute>;
 }
 
 /** What tunnels need of the operator's session. */
@@ -111,6 +121,7 @@ export class SessionTunnels {
       result: string,
       device?: DeviceSession,
       bytes = { toDevice: 0, fromDevice: 0 },
+      viaRelay?: string,
     ) => {
       this.host.metrics.tunnelConnections.inc({ result });
       const r: TunnelRecord = {
@@ -119,6 +130,7 @@ export class SessionTunnels {
         name,
         port,
         ...(device ? { deviceSessionId: device.id, deviceFingerprint: device.fingerprint } : {}),
+        ...(viaRelay ? { viaRelay } : {}),
         bytesToDevice: bytes.toDevice,
         bytesFromDevice: bytes.fromDevice,
         durationMs: Date.now() - startedAt,
@@ -138,6 +150,57 @@ export class SessionTunnels {
       return;
     }
     const holders = this.host.holders(name, port);
+    const fleet = this.host.fleet && !this.host.fleet.isPeer(key) ? this.host.fleet : undefined;
+    const originIp = this.session.ip;
+    const originPort = this.session.socket.remotePort ?? 0;
+    // Not held here (or every local holder failed): another relay of the
+    // fleet may hold it. A peer's request never gets here (fleet undefined).
+    const viaFleet = (fleet: TunnelFleet, localFailures: string[]) => {
+      this.live.add(accept);
+      fleet.open({ name, port, originAddress: originIp, originPort }).then(
+        (route) => {
+          this.live.delete(accept);
+          const via = route.holder.relayId;
+          if (this.session.closing) {
+            route.channel.destroy();
+            record("operator session closing", "open_failed", undefined, undefined, via);
+            return;
+          }
+          const opChannel = accept();
+          if (!opChannel) {
+            route.channel.destroy();
+            record("operator connection gone", "open_failed", undefined, undefined, via);
+            return;
+          }
+          this.live.add(opChannel);
+          void splice(opChannel, route.channel).then((r) => {
+            this.live.delete(opChannel);
+            const bytes = { toDevice: r.bytesOut, fromDevice: r.bytesIn };
+            if (r.error) record(boundText(r.error.message), "error", undefined, bytes, via);
+            else record("closed", "closed", undefined, bytes, via);
+          });
+        },
+        (err: Error) => {
+          this.live.delete(accept);
+          const why = [...localFailures, boundText(err.message)].join("; ");
+          if (this.session.closing) {
+            record("operator session closing", "open_failed");
+            return;
+          }
+          rejectChannelOpen(conn, reject, OPEN_FAILURE.CONNECT_FAILED, `tunnel ${name}:${port}: ${why}`);
+          if (localFailures.length === 0)
+            this.host.emit("tunnel-refused", { ...this.session.ref(), name, port, reason: why });
+          record(
+            localFailures.length === 0 ? "no tunnel" : `open failed: ${why}`,
+            localFailures.length === 0 ? "no_tunnel" : "open_failed",
+          );
+        },
+      );
+    };
+    if (holders.length === 0 && fleet) {
+      viaFleet(fleet, []);
+      return;
+    }
     if (holders.length === 0) {
       const reason = `no tunnel ${name}:${port}`;
       rejectChannelOpen(conn, reject, OPEN_FAILURE.CONNECT_FAILED, reason);
@@ -146,8 +209,6 @@ export class SessionTunnels {
       return;
     }
     this.live.add(accept);
-    const originIp = this.session.ip;
-    const originPort = this.session.socket.remotePort ?? 0;
     const failures: string[] = [];
     const tryHolder = (i: number) => {
       const binding = holders[i];
@@ -155,6 +216,11 @@ export class SessionTunnels {
         // The operator's connection is ending: nothing to answer.
         this.live.delete(accept);
         record("operator session closing", "open_failed");
+        return;
+      }
+      if (!binding && fleet) {
+        this.live.delete(accept);
+        viaFleet(fleet, failures);
         return;
       }
       if (!binding) {
