@@ -37,6 +37,29 @@ export interface SpliceResult {
  * makes the peer's next packet wait on a delayed ACK (about 40 ms a
  * connection against OpenSSH sshd). `destroy()` is kept for error paths.
  */
+/**
+ * One direction of flow control, as pipe() does but with a third of its
+ * per-connection listeners and bookkeeping: `from`'s data goes to `to`, a full
+ * `to` pauses `from` (for a channel, ssh2 then stops adjusting the window, so
+ * the peer stops sending), `to`'s drain resumes it. `from` is resumed too: a
+ * 'data' listener does not restart a stream paused explicitly (a server
+ * accepting with pauseOnConnect). Returns the function that unhooks it.
+ */
+function flow(from: Duplex, to: Duplex, count: (bytes: number) => void): () => void {
+  const onData = (chunk: Buffer) => {
+    count(chunk.length);
+    if (!to.write(chunk)) from.pause();
+  };
+  const onDrain = () => from.resume();
+  from.on("data", onData);
+  to.on("drain", onDrain);
+  from.resume();
+  return () => {
+    from.removeListener("data", onData);
+    to.removeListener("drain", onDrain);
+  };
+}
+
 export function splice(channel: Duplex, socket: Duplex): Promise<SpliceResult> {
   const eof = serverEof(channel);
   const otherEof = serverEof(socket);
@@ -101,35 +124,16 @@ export function splice(channel: Duplex, socket: Duplex): Promise<SpliceResult> {
       // its FIN is acknowledged and the peer's FIN has been read.
     };
 
-    // Flow control both ways, as pipe() does but with a third of its
-    // per-connection listeners and bookkeeping: a full socket pauses the
-    // channel (ssh2 then stops adjusting the window, so the peer stops
-    // sending), a full channel window pauses the socket.
-    const toSocket = (chunk: Buffer) => {
-      bytesOut += chunk.length;
-      if (!socket.write(chunk)) channel.pause();
-    };
-    const toChannel = (chunk: Buffer) => {
-      bytesIn += chunk.length;
-      if (!channel.write(chunk)) socket.pause();
-    };
-    const resumeChannel = () => channel.resume();
-    const resumeSocket = () => socket.resume();
-    channel.on("data", toSocket);
-    socket.on("drain", resumeChannel);
-    socket.on("data", toChannel);
-    channel.on("drain", resumeSocket);
-    // A 'data' listener does not restart a stream that was paused explicitly
-    // (a server accepting with pauseOnConnect); pipe() resumes, so do we.
-    channel.resume();
-    socket.resume();
-    const unlinkSocketReads = () => {
-      socket.removeListener("data", toChannel);
-      channel.removeListener("drain", resumeSocket);
-    };
+    // Flow control both ways (flow()): a full socket pauses the channel, a
+    // full channel window pauses the socket.
+    const unlinkChannelReads = flow(channel, socket, (n) => {
+      bytesOut += n;
+    });
+    const unlinkSocketReads = flow(socket, channel, (n) => {
+      bytesIn += n;
+    });
     const unlink = () => {
-      channel.removeListener("data", toSocket);
-      socket.removeListener("drain", resumeChannel);
+      unlinkChannelReads();
       unlinkSocketReads();
     };
     // The EOF/CLOSE exchange above ends an ssh2 channel; fail() still
@@ -264,22 +268,12 @@ function spliceServerChannels(
       if (s.b.closed && s.a.eofSent) closeServerChannel(a);
     };
 
-    const aToB = (chunk: Buffer) => {
-      bytesOut += chunk.length;
-      if (!b.write(chunk)) a.pause();
-    };
-    const bToA = (chunk: Buffer) => {
-      bytesIn += chunk.length;
-      if (!a.write(chunk)) b.pause();
-    };
-    const resumeA = () => a.resume();
-    const resumeB = () => b.resume();
-    a.on("data", aToB);
-    b.on("drain", resumeA);
-    b.on("data", bToA);
-    a.on("drain", resumeB);
-    a.resume();
-    b.resume();
+    const unlinkAToB = flow(a, b, (n) => {
+      bytesOut += n;
+    });
+    const unlinkBToA = flow(b, a, (n) => {
+      bytesIn += n;
+    });
     disableAutoDestroy(a);
     disableAutoDestroy(b);
 
@@ -298,8 +292,7 @@ function spliceServerChannels(
     a.once("close", () => {
       state.a.closed = true;
       // Nothing more reaches a's peer: read b only to discard it.
-      b.removeListener("data", bToA);
-      a.removeListener("drain", resumeB);
+      unlinkBToA();
       b.resume();
       if (state.b.closed) finish();
       else {
@@ -309,8 +302,7 @@ function spliceServerChannels(
     });
     b.once("close", () => {
       state.b.closed = true;
-      a.removeListener("data", aToB);
-      b.removeListener("drain", resumeA);
+      unlinkAToB();
       a.resume();
       if (state.a.closed) finish();
       else {
