@@ -50,6 +50,7 @@ import {
   CIPHER,
   cpuMs,
   DEFAULT_REVTUN_BIN,
+  RelayProcess,
   type Server,
   SshLoop,
   TOOLS,
@@ -624,58 +625,34 @@ function workloadTitles(
 /** The relay runs with --max-channels above the held count (its default is 256 a session). */
 const RELAY_MAX_CHANNELS = 1_100;
 
-interface RelayProcess {
+interface BenchRelay {
   server: Server;
   pid: number;
   stop(): Promise<void>;
 }
 
 /** `revtun relay` on a free loopback port, with the sshd's user key authorized; or why it did not start. */
-async function launchRelay(o: Options, sshd: Sshd, dir: string): Promise<RelayProcess | string> {
+async function launchRelay(o: Options, sshd: Sshd, dir: string): Promise<BenchRelay | string> {
   const hostKey = join(dir, "host_ed25519");
   if (!existsSync(hostKey)) keygen(hostKey);
   const port = await freePort();
-  const proc = spawn(
-    process.execPath,
-    [
-      o.revtunBin,
-      "relay",
-      "--listen",
-      `127.0.0.1:${port}`,
-      "--host-key",
-      hostKey,
-      "--authorized-keys",
-      join(sshd.dir, "authorized_keys"),
-      "--max-channels",
-      String(RELAY_MAX_CHANNELS),
-    ],
-    { stdio: ["ignore", "ignore", "pipe"] },
-  );
-  let stderr = "";
-  proc.stderr.setEncoding("utf8").on("data", (d: string) => {
-    stderr = (stderr + d).slice(-20_000);
-  });
-  const relay: RelayProcess = {
+  const proc = new RelayProcess(o.revtunBin, port, hostKey, join(sshd.dir, "authorized_keys"), [
+    "--max-channels",
+    String(RELAY_MAX_CHANNELS),
+  ]);
+  const relay: BenchRelay = {
     server: { port, user: sshd.user, userKey: sshd.userKey, knownHosts: join(dir, "known_hosts") },
-    pid: proc.pid ?? 0,
+    pid: proc.proc.pid ?? 0,
     stop: async () => {
       live.delete(relay);
-      if (proc.exitCode === null && proc.signalCode === null && proc.pid) {
-        const exited = new Promise((r) => proc.once("exit", r));
-        process.kill(proc.pid, "SIGTERM");
-        await exited;
-      }
+      await proc.stop();
     },
   };
   live.add(relay);
-  const deadline = now() + 15_000;
-  while (!(await sshBanner(port))) {
-    if (proc.exitCode !== null) return `revtun relay exited ${proc.exitCode}: ${stderr}`;
-    if (now() > deadline) {
-      await relay.stop();
-      return `revtun relay did not listen: ${stderr}`;
-    }
-    await sleep(50);
+  const why = await proc.ready(port, sshBanner);
+  if (why) {
+    await relay.stop();
+    return why;
   }
   const [type, key] = readFileSync(`${hostKey}.pub`, "utf8").trim().split(/\s+/);
   writeFileSync(relay.server.knownHosts, `[127.0.0.1]:${port} ${type} ${key}\n`);
@@ -699,7 +676,7 @@ async function relayTable(
     start: (opts) => start("ssh", sshd, opts),
     serverPids: (_t, before) => sshdSessionPids(sshd, before),
   };
-  const relaySide = (relay: RelayProcess): Side => ({
+  const relaySide = (relay: BenchRelay): Side => ({
     label: "relay",
     start: (opts) => start("ssh", relay.server, opts),
     serverPids: () => [relay.pid],
@@ -708,7 +685,7 @@ async function relayTable(
   const runs: Record<string, Run[]> = {};
   const ids = [...o.only].filter((w) => w !== "startup" && w !== "restart");
   const count = Math.min(o.holdCount, RELAY_MAX_CHANNELS - 100);
-  const withRelay = async (fn: (relay: RelayProcess) => Promise<void>): Promise<string | undefined> => {
+  const withRelay = async (fn: (relay: BenchRelay) => Promise<void>): Promise<string | undefined> => {
     const relay = await launchRelay(o, sshd, dir);
     if (typeof relay === "string") return relay;
     try {

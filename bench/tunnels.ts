@@ -194,3 +194,60 @@ export function cpuMs(pid: number): number {
   const ticks = Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14, 15)
   return (ticks * 1000) / 100; // USER_HZ is 100 on Linux
 }
+
+/**
+ * `revtun relay` as its own process on loopback `port`, with `authorizedKeys`;
+ * `ready()` resolves once it answers with an SSH banner, or with why not
+ * (exited, or no banner within 15 s). Used by the loopback and the WAN bench.
+ */
+export class RelayProcess {
+  readonly proc: ChildProcess;
+  private stderr = "";
+
+  constructor(
+    revtunBin: string,
+    port: number,
+    hostKey: string,
+    authorizedKeys: string,
+    extraArgs: string[] = [],
+  ) {
+    this.proc = spawn(
+      process.execPath,
+      [
+        revtunBin,
+        "relay",
+        "--listen",
+        `127.0.0.1:${port}`,
+        "--host-key",
+        hostKey,
+        "--authorized-keys",
+        authorizedKeys,
+        ...extraArgs,
+      ],
+      { stdio: ["ignore", "ignore", "pipe"] },
+    );
+    this.proc.stderr?.setEncoding("utf8").on("data", (d: string) => {
+      this.stderr = (this.stderr + d).slice(-20_000);
+    });
+  }
+
+  /** Undefined once listening; otherwise why it is not. */
+  async ready(port: number, banner: (port: number) => Promise<boolean>): Promise<string | undefined> {
+    const deadline = Date.now() + 15_000;
+    while (!(await banner(port))) {
+      if (this.proc.exitCode !== null) return `revtun relay exited ${this.proc.exitCode}: ${this.stderr}`;
+      if (Date.now() > deadline) return `revtun relay did not listen: ${this.stderr}`;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    return undefined;
+  }
+
+  /** SIGTERM, and resolves once it has exited. */
+  async stop(): Promise<void> {
+    const p = this.proc;
+    if (p.exitCode !== null || p.signalCode !== null || !p.pid) return;
+    const exited = new Promise((r) => p.once("exit", r));
+    process.kill(p.pid, "SIGTERM");
+    await exited;
+  }
+}

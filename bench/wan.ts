@@ -35,7 +35,15 @@ import { freePort, keygen, Sshd, sshBanner } from "../test/helpers/sshd.js";
 import type { ClientReady, ServiceReady } from "./peer.js";
 import { PeerProcess } from "./peer-process.js";
 import { fmt, median } from "./report.js";
-import { CIPHER, cpuMs, DEFAULT_REVTUN_BIN, type Server, type Tool, Tunnel } from "./tunnels.js";
+import {
+  CIPHER,
+  cpuMs,
+  DEFAULT_REVTUN_BIN,
+  RelayProcess,
+  type Server,
+  type Tool,
+  Tunnel,
+} from "./tunnels.js";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const MiB = 1 << 20;
@@ -180,31 +188,10 @@ async function launchRelay(
   const hostKey = join(dir, "host_ed25519");
   keygen(hostKey);
   const port = await freePort();
-  const proc = spawn(
-    process.execPath,
-    [
-      o.revtunBin,
-      "relay",
-      "--listen",
-      `127.0.0.1:${port}`,
-      "--host-key",
-      hostKey,
-      "--authorized-keys",
-      join(sshd.dir, "authorized_keys"),
-    ],
-    { stdio: ["ignore", "ignore", "pipe"] },
-  );
-  let stderr = "";
-  proc.stderr?.setEncoding("utf8").on("data", (d: string) => {
-    stderr = (stderr + d).slice(-20_000);
-  });
-  live.add({ stop: () => killAndWait(proc) });
-  const deadline = now() + 15_000;
-  while (!(await sshBanner(port))) {
-    if (proc.exitCode !== null) throw new Error(`revtun relay exited ${proc.exitCode}: ${stderr}`);
-    if (now() > deadline) throw new Error(`revtun relay did not listen: ${stderr}`);
-    await sleep(50);
-  }
+  const relay = new RelayProcess(o.revtunBin, port, hostKey, join(sshd.dir, "authorized_keys"));
+  live.add(relay);
+  const why = await relay.ready(port, sshBanner);
+  if (why) throw new Error(why);
   return { port, hostKey };
 }
 
