@@ -492,9 +492,9 @@ function summarizeWan(o: WanOptions, runs: WanRun[]): WanRow[] {
       const of = (side: SideId, rep: number) => sel.find((r) => r.side === side && r.rep === rep);
       const med: Partial<Record<SideId, number>> = {};
       for (const s of SIDES) med[s] = median(sel.filter((r) => r.side === s).map(val));
-      const ratio = (a: SideId, b: SideId) => {
+      const ratio = (a: SideId, b: SideId, onlyRep?: number) => {
         const xs: number[] = [];
-        for (let rep = 1; rep <= o.reps; rep++) {
+        for (let rep = onlyRep ?? 1; rep <= (onlyRep ?? o.reps); rep++) {
           const ra = of(a, rep);
           const rb = of(b, rep);
           if (ra && rb && val(rb) !== 0) xs.push(val(ra) / val(rb));
@@ -512,6 +512,11 @@ function summarizeWan(o: WanOptions, runs: WanRun[]): WanRow[] {
           "revtun/ssh @relay": ratio("revtun@relay", "ssh@relay"),
           "revtun/limit": ratio("revtun", "limit"),
           "ssh/limit": ratio("ssh", "limit"),
+          "relay/limit": ratio("revtun@relay", "limit"),
+          // Rep 1 is every session's first transfer of the row: windows start
+          // at 2 MiB; later reps open at what the session learned (window.ts seed()).
+          "relay/limit rep1": ratio("revtun@relay", "limit", 1),
+          "ssh: relay/sshd": ratio("ssh@relay", "ssh"),
         },
         lineCpuPct: Math.max(...sel.map((r) => r.lineCpuPct)),
       });
@@ -529,7 +534,15 @@ const TITLES: Record<WanRow["workload"], string> = {
 };
 
 function wanTable(rows: WanRow[], o: WanOptions): string {
-  const ratioKeys = ["revtun/ssh", "revtun/ssh @relay", "revtun/limit", "ssh/limit"];
+  const ratioKeys = [
+    "revtun/ssh",
+    "revtun/ssh @relay",
+    "revtun/limit",
+    "ssh/limit",
+    "relay/limit",
+    "relay/limit rep1",
+    "ssh: relay/sshd",
+  ];
   const header = ["RTT", "workload", "unit", ...SIDES, ...ratioKeys, "line CPU%"];
   const lines = rows.map((r) => [
     `${r.rtt} ms`,
@@ -548,7 +561,7 @@ function wanTable(rows: WanRow[], o: WanOptions): string {
     render(header),
     widths.map((w) => "-".repeat(w)).join("  "),
     ...lines.map(render),
-    `notes: HTTP = ${o.httpN} GETs one at a time, a new connection each (from this process; ab is not installed here); HOL = ${o.holN} GETs one at a time on new connections through the same tunnel while ${o.bytes / MiB} MiB downloads run back to back on it; line CPU% = the delay line process, % of one core (highest run in the row)`,
+    `notes: HTTP = ${o.httpN} GETs one at a time, a new connection each (from this process; ab is not installed here); HOL = ${o.holN} GETs one at a time on new connections through the same tunnel while ${o.bytes / MiB} MiB downloads run back to back on it; line CPU% = the delay line process, % of one core (highest run in the row); relay/limit = revtun@relay/limit, rep1 = the first rep alone (each session's first transfer of the row: cold windows); ssh: relay/sshd = stock ssh -R through the revtun relay / through sshd`,
   ].join("\n");
 }
 

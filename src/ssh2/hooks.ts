@@ -28,6 +28,7 @@ interface Internals {
     _packetRW?: { write?: { alloc?: unknown; finalize?: unknown } };
     _cipher?: { allocPacket?: unknown };
     channelOpenFail?: unknown;
+    channelOpenConfirm?: unknown;
   };
 }
 
@@ -60,6 +61,11 @@ export function connectionHooks(owner: Client | Connection): HookStatus[] {
       "receive-window",
       windowHookLive(owner),
       "Client#_chanMgr, Protocol#_handlers.CHANNEL_DATA and Protocol#channelWindowAdjust",
+    ),
+    hook(
+      "window-seed",
+      windowHookLive(owner) && typeof proto?.channelOpenConfirm === "function",
+      "Protocol#channelOpenConfirm",
     ),
     ...(isClient
       ? [

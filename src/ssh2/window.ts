@@ -56,10 +56,19 @@ const PACKET = 32 * 1024;
 /** OpenSSH channel_check_window adjusts once 3 packets are consumed. */
 const TOP_UP = 3 * PACKET;
 const SSH_DISCONNECT_PROTOCOL_ERROR = 2;
+/** Bytes drained before the first round trip's rate is read (ramp()): an eighth of ssh2's window, 2.5 ms at 100 MiB/s. */
+const RAMP_SAMPLE = 256 * 1024;
 /** One round-trip probe a second at most, per connection, and only while managed channels drain. */
 const PROBE_EVERY_MS = 1_000;
 /** The minimum round trip is forgotten after this long (a path can get slower). */
 const RTT_MEMORY_MS = 10_000;
+/**
+ * How long a session remembers the largest window its channels grew to, to
+ * open the next channel there (seed()). Linux keeps a destination's metrics
+ * for an hour (TCP_METRICS_TIMEOUT); a device's session is one path, so ten
+ * minutes of no growth is taken as the path having changed.
+ */
+const LEARNED_MEMORY_MS = 600_000;
 
 export interface WindowPolicy {
   /** Manage receive windows as above; off, ssh2's fixed 2 MiB applies. The overflow check is always on. */
@@ -144,6 +153,7 @@ interface OwnerInternals {
     _handlers?: Record<string, DataHandler | undefined>;
     _remoteIdentRaw?: Buffer;
     channelWindowAdjust?: (chan: number, amount: number) => void;
+    channelOpenConfirm?: (remote: number, local: number, ...rest: unknown[]) => unknown;
     disconnect?: (reason: number) => void;
     ping?: () => void;
   };
@@ -189,6 +199,9 @@ interface Managed {
   /** Start of the current measuring interval, and bytes drained by then. */
   t0: number;
   drained0: number;
+  /** performance.now() when the policy took the channel over; ramping until one round trip later. */
+  startedAt: number;
+  ramping: boolean;
 }
 
 const installed = new WeakSet<object>();
@@ -238,6 +251,7 @@ function wrap(owner: OwnerInternals & Client, options: WindowHookOptions): void 
     learnedAt: 0,
   };
   session.probe = prober(owner, session);
+  seedOnOpen(owner, session, chanMgr);
   // The round trip is the path's, not a channel's: measure it once the
   // session is up, so the first channel can grow from its first round trip.
   owner.once("ready", () => session.probe?.());
@@ -332,7 +346,7 @@ function manage(
   session: SessionState,
   proto: OwnerInternals["_protocol"],
 ): Managed | null {
-  let m = managed.get(ch);
+  const m = managed.get(ch);
   if (m !== undefined) return m;
   // Only channels ssh2 has not adjusted yet (their credit is what ssh2
   // advertised), and not session channels, whose stderr ssh2 must keep.
@@ -345,8 +359,21 @@ function manage(
   // before ssh2's own top-up at 1 MiB. Managing every channel from its first
   // byte cost ~8% of requests/s at 50 concurrent on loopback (bench, A/B).
   if (SSH2_WINDOW - ch.incoming.window + ch.readableLength < MANAGE_AFTER) return null;
+  return adopt(ch, session, proto, 0);
+}
+
+/**
+ * Takes a channel's window bookkeeping over from ssh2, with `extra` bytes of
+ * credit above ssh2's 2 MiB already promised to the peer (seed()), or none.
+ */
+function adopt(
+  ch: ChannelInternals,
+  session: SessionState,
+  proto: OwnerInternals["_protocol"],
+  extra: number,
+): Managed {
   capFor(session, proto);
-  m = {
+  const m: Managed = {
     session,
     window: SSH2_WINDOW,
     peak: SSH2_WINDOW,
@@ -354,31 +381,79 @@ function manage(
     received: 0,
     t0: Date.now(),
     drained0: 0,
+    startedAt: performance.now(),
+    ramping: true,
   };
   managed.set(ch, m);
+  if (extra > 0) resize(m, SSH2_WINDOW + extra);
   // A new channel on a path that has shown its bandwidth-delay product starts
   // there, as Linux's tcp_metrics seeds a new connection from the last one to
-  // the same host: otherwise every connection ramps from 2 MiB again, which at
-  // 100 ms RTT is ~4 round trips (measured: 64 MiB uploads at 53 MiB/s against
-  // a 86 MiB/s link). The budgets still bound it; an idle consumer shrinks it.
-  if (Date.now() - session.learnedAt < RTT_MEMORY_MS && session.learned > SSH2_WINDOW) {
+  // the same host: otherwise every connection ramps from 2 MiB again.
+  // The budgets still bound it; an idle consumer shrinks it.
+  else if (Date.now() - session.learnedAt < LEARNED_MEMORY_MS && session.learned > SSH2_WINDOW) {
     resize(m, Math.min(session.cap ?? policy.maxWindow, session.learned));
   }
-  const state = m;
   // Drained = handed to the consumer: every chunk leaves a Readable through
   // emit('data'), both in flowing mode and from read().
   const emit = ch.emit;
   ch.emit = function (this: ChannelInternals, event: string | symbol, ...args: unknown[]) {
     const r = emit.call(this, event, ...args);
-    if (event === "data") credit(ch, state, proto);
+    if (event === "data") credit(ch, m, proto);
     return r;
   };
-  session.channels.add(state);
+  session.channels.add(m);
   ch.once("close", () => {
-    resize(state, SSH2_WINDOW);
-    session.channels.delete(state);
+    resize(m, SSH2_WINDOW);
+    session.channels.delete(m);
   });
   return m;
+}
+
+/**
+ * A channel the peer opens (an -R connection arriving at the agent, an
+ * operator's direct-tcpip at the relay) on a session that has grown a window
+ * in the last LEARNED_MEMORY_MS gets that window with its confirmation: a
+ * CHANNEL_WINDOW_ADJUST right behind CHANNEL_OPEN_CONFIRMATION (ssh2 writes
+ * its fixed 2 MiB into the confirmation itself, lib/client.js and
+ * lib/server.js). ramp() cannot do this: the sender has sent its 2 MiB and
+ * waits a round trip for more before the receiver has seen a byte; through
+ * the relay at 100 ms that round trip held a 64 MiB upload to 0.80 of plain
+ * TCP. Seeds come out of at most half of each budget, so channels that sit
+ * idle with a seed cannot starve the ones that grow.
+ */
+function seedOnOpen(
+  owner: OwnerInternals,
+  session: SessionState,
+  chanMgr: NonNullable<OwnerInternals["_chanMgr"]>,
+): void {
+  const proto = owner._protocol;
+  const confirm = proto?.channelOpenConfirm;
+  if (!proto || typeof confirm !== "function") return;
+  proto.channelOpenConfirm = function (this: unknown, remote: number, local: number, ...rest: unknown[]) {
+    const r = confirm.call(this, remote, local, ...rest);
+    seed(chanMgr.get(local), session, proto);
+    return r;
+  };
+}
+
+function seed(found: unknown, session: SessionState, proto: OwnerInternals["_protocol"]): void {
+  if (!policy.enabled || session.learned <= SSH2_WINDOW) return;
+  if (Date.now() - session.learnedAt >= LEARNED_MEMORY_MS) return;
+  const ch = found as ChannelInternals | undefined;
+  // A server-side Session wraps its channel (and its stderr must stay ssh2's); a channel ssh2 already adjusted is not new.
+  if (typeof ch !== "object" || ch === null || !ch.incoming || ch.type === "session") return;
+  if (managed.has(ch) || ch.incoming.window !== SSH2_WINDOW) return;
+  const room = Math.min(
+    policy.processBudget / 2 - processReserved,
+    policy.sessionBudget / 2 - session.reserved,
+  );
+  const extra = Math.floor(Math.min(capFor(session, proto), session.learned) - SSH2_WINDOW);
+  if (Math.min(extra, room) < TOP_UP) return;
+  const m = adopt(ch, session, proto, Math.min(extra, room));
+  const granted = m.window - SSH2_WINDOW;
+  if (granted <= 0) return;
+  ch.incoming.window += granted;
+  proto?.channelWindowAdjust?.(ch.outgoing.id, granted);
 }
 
 function receive(ch: ChannelInternals, m: Managed, data: Buffer, proto: OwnerInternals["_protocol"]): void {
@@ -400,10 +475,12 @@ function follow(ch: ChannelInternals, m: Managed): void {
   const { session } = m;
   if (now - session.probedAt >= PROBE_EVERY_MS) session.probe?.();
   const rtt = session.rtt;
+  if (rtt === undefined) return;
+  const drained = m.received - ch.readableLength;
+  if (m.ramping) ramp(m, drained, rtt, now);
   const elapsed = now - m.t0;
   // Date.now() ticks in ms: measure over at least 5 of them.
-  if (rtt === undefined || elapsed < Math.max(rtt, 5)) return;
-  const drained = m.received - ch.readableLength;
+  if (elapsed < Math.max(rtt, 5)) return;
   const perRtt = ((drained - m.drained0) * rtt) / elapsed;
   m.t0 = now;
   m.drained0 = drained;
@@ -413,11 +490,38 @@ function follow(ch: ChannelInternals, m: Managed): void {
   // 100 ms: 53 MiB/s with doubling).
   const limited = perRtt >= 0.75 * m.window;
   const want = Math.ceil((limited ? 4 : 2) * perRtt);
-  if (want > m.window) {
-    resize(m, Math.min(session.cap ?? policy.maxWindow, want));
-    if (m.window >= session.learned || now - session.learnedAt >= RTT_MEMORY_MS) session.learned = m.window;
-    session.learnedAt = now;
-  } else if (want < m.window && underPressure(session)) resize(m, Math.max(SSH2_WINDOW, want));
+  if (want > m.window) grow(m, want, now);
+  else if (want < m.window && underPressure(session)) resize(m, Math.max(SSH2_WINDOW, want));
+}
+
+/**
+ * The first round trip: the peer sends the whole 2 MiB window at once, and
+ * it arrives at the bottleneck's rate (a packet train, as BBR's delivery rate
+ * reads it), so rate x RTT is the path's bandwidth-delay product long before
+ * a round trip has passed: 2 MiB at 100 MiB/s has drained in 20 ms of a
+ * 100 ms round trip. Sizing to twice that then, instead of at the end of the
+ * round trip, saves one to two round trips per cold channel (64 MiB at
+ * 100 ms RTT through the relay: 0.70 of plain TCP with per-round-trip
+ * steps). A reading inflated by a burst that sat in a socket buffer only
+ * reaches the cap sooner; the budgets still bound it.
+ */
+function ramp(m: Managed, drained: number, rtt: number, now: number): void {
+  const dt = performance.now() - m.startedAt;
+  if (dt >= rtt) {
+    m.ramping = false;
+    return;
+  }
+  if (drained < RAMP_SAMPLE || dt < 1) return;
+  const want = Math.ceil((2 * drained * rtt) / dt);
+  if (want > m.window) grow(m, want, now);
+}
+
+/** Grows a window toward `want` (cap and budgets permitting); the session remembers it for its next channels. */
+function grow(m: Managed, want: number, now: number): void {
+  const { session } = m;
+  resize(m, Math.min(session.cap ?? policy.maxWindow, want));
+  if (m.window >= session.learned || now - session.learnedAt >= LEARNED_MEMORY_MS) session.learned = m.window;
+  session.learnedAt = now;
 }
 
 /**

@@ -54,12 +54,14 @@ describe("hooks into ssh2 internals are live", () => {
       "padding-pool",
       "receive-window",
       "remote-version",
+      "window-seed",
     ]);
     assert.deepEqual(server.map((h) => h.name).sort(), [
       "channel-open-failure",
       "ignore-message",
       "padding-pool",
       "receive-window",
+      "window-seed",
     ]);
   });
 

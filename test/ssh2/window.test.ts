@@ -334,6 +334,60 @@ describe("receive windows", () => {
     }
   });
 
+  test("a session that grew a window opens its next channel there, within half the budget, and bytes stay exact", async () => {
+    const proxy = await DelayProxy.start(f.port, 20);
+    try {
+      const c = await login(proxy.port);
+      const first = await download(c, 16 * MiB);
+      assert.ok(first.same, "first download hash");
+      assert.ok(first.maxWindow > SSH2_WINDOW, `first window stayed at ${first.maxWindow}`);
+
+      // Seeded at the confirmation, before a byte of the second channel arrives.
+      const second = await forwarded(c);
+      const seeded = channelWindow(second.channel);
+      assert.ok(seeded !== undefined && seeded.window > SSH2_WINDOW, `not seeded: ${JSON.stringify(seeded)}`);
+      assert.ok(
+        seeded.window - SSH2_WINDOW <= DEFAULT_WINDOW_POLICY.sessionBudget / 2,
+        `seed ${seeded.window} beyond half the session budget`,
+      );
+      const payload = randomBytes(8 * MiB);
+      const chunks: Buffer[] = [];
+      second.channel.on("data", (d: Buffer) => chunks.push(d));
+      second.user.end(payload);
+      await withTimeout(new Promise((r) => second.channel.once("end", r)), 20_000, "second download end");
+      assert.equal(sha(chunks), sha(payload));
+      second.channel.end();
+
+      // With a small session budget a seed takes at most half of it.
+      const prev = setWindowPolicy({ sessionBudget: 4 * MiB });
+      try {
+        const third = await forwarded(c);
+        const w = channelWindow(third.channel);
+        assert.ok(
+          w === undefined || w.window <= SSH2_WINDOW + 2 * MiB,
+          `seed ${w?.window} beyond 2 MiB of a 4 MiB budget`,
+        );
+        third.channel.end();
+        third.user.end();
+      } finally {
+        setWindowPolicy(prev);
+      }
+
+      // The policy off seeds nothing.
+      const off = setWindowPolicy({ enabled: false });
+      try {
+        const fourth = await forwarded(c);
+        assert.equal(channelWindow(fourth.channel), undefined, "seeded with the policy off");
+        fourth.channel.end();
+        fourth.user.end();
+      } finally {
+        setWindowPolicy(off);
+      }
+    } finally {
+      await proxy.close();
+    }
+  });
+
   test("the session budget bounds how far windows grow", async () => {
     const prev = setWindowPolicy({ sessionBudget: MiB });
     const proxy = await DelayProxy.start(f.port, 20);
