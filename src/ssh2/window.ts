@@ -15,7 +15,12 @@
  * and 9.5 MiB/s upload at 100 ms RTT against OpenSSH 9.2, where `ssh -R`
  * does 17.8/17.6. For the channels revtun receives on, this module takes
  * ssh2's window bookkeeping over (issue 13 items 1-3):
- * - a channel starts at ssh2's 2 MiB (what ssh2 advertised in the open);
+ * - a channel starts at ssh2's 2 MiB (what ssh2 advertised in the open),
+ *   or, on a session that has grown a window in the last ten minutes, at
+ *   that window (seedChannels(): in our CHANNEL_OPEN, or in an adjust right
+ *   behind our confirmation), out of at most half of each budget;
+ * - in its first round trip the 2 MiB burst's delivery rate times the RTT
+ *   sizes it (ramp()), without waiting for the round trip to end;
  * - it grants only for bytes the local side has drained out of the channel's
  *   readable buffer, so credit + undrained bytes never exceed the target
  *   window W: a stalled consumer holds at most W;
@@ -154,6 +159,8 @@ interface OwnerInternals {
     _remoteIdentRaw?: Buffer;
     channelWindowAdjust?: (chan: number, amount: number) => void;
     channelOpenConfirm?: (remote: number, local: number, ...rest: unknown[]) => unknown;
+    forwardedTcpip?: (local: number, initWindow: number, ...rest: unknown[]) => unknown;
+    directTcpip?: (local: number, initWindow: number, ...rest: unknown[]) => unknown;
     disconnect?: (reason: number) => void;
     ping?: () => void;
   };
@@ -186,6 +193,8 @@ interface SessionState {
   /** The largest window a channel of this session grew to, and when: where a new channel starts. */
   learned: number;
   learnedAt: number;
+  /** Seeds offered in channel opens this side sent, by local channel id, reserved until confirmed or refused. */
+  pending: Map<number, number>;
 }
 
 interface Managed {
@@ -249,9 +258,10 @@ function wrap(owner: OwnerInternals & Client, options: WindowHookOptions): void 
     probe: undefined,
     learned: SSH2_WINDOW,
     learnedAt: 0,
+    pending: new Map(),
   };
   session.probe = prober(owner, session);
-  seedOnOpen(owner, session, chanMgr);
+  seedChannels(owner, session, chanMgr);
   // The round trip is the path's, not a channel's: measure it once the
   // session is up, so the first channel can grow from its first round trip.
   owner.once("ready", () => session.probe?.());
@@ -327,6 +337,8 @@ function wrap(owner: OwnerInternals & Client, options: WindowHookOptions): void 
   owner.once("close", () => {
     for (const m of session.channels) resize(m, SSH2_WINDOW);
     session.channels.clear();
+    for (const extra of session.pending.values()) unreserve(session, extra);
+    session.pending.clear();
   });
 }
 
@@ -371,6 +383,7 @@ function adopt(
   session: SessionState,
   proto: OwnerInternals["_protocol"],
   extra: number,
+  reserved = false,
 ): Managed {
   capFor(session, proto);
   const m: Managed = {
@@ -385,7 +398,11 @@ function adopt(
     ramping: true,
   };
   managed.set(ch, m);
-  if (extra > 0) resize(m, SSH2_WINDOW + extra);
+  if (reserved) {
+    // seedChannels() reserved it when it sent the open.
+    m.reserved = extra;
+    m.window = m.peak = SSH2_WINDOW + extra;
+  } else if (extra > 0) resize(m, SSH2_WINDOW + extra);
   // A new channel on a path that has shown its bandwidth-delay product starts
   // there, as Linux's tcp_metrics seeds a new connection from the last one to
   // the same host: otherwise every connection ramps from 2 MiB again.
@@ -410,50 +427,111 @@ function adopt(
 }
 
 /**
- * A channel the peer opens (an -R connection arriving at the agent, an
- * operator's direct-tcpip at the relay) on a session that has grown a window
- * in the last LEARNED_MEMORY_MS gets that window with its confirmation: a
- * CHANNEL_WINDOW_ADJUST right behind CHANNEL_OPEN_CONFIRMATION (ssh2 writes
- * its fixed 2 MiB into the confirmation itself, lib/client.js and
- * lib/server.js). ramp() cannot do this: the sender has sent its 2 MiB and
- * waits a round trip for more before the receiver has seen a byte; through
- * the relay at 100 ms that round trip held a 64 MiB upload to 0.80 of plain
- * TCP. Seeds come out of at most half of each budget, so channels that sit
- * idle with a seed cannot starve the ones that grow.
+ * Channels of a session that has grown a window in the last
+ * LEARNED_MEMORY_MS start at that window instead of ssh2's 2 MiB:
+ * - one the peer opens (an -R connection arriving at the agent, an
+ *   operator's direct-tcpip at the relay) with a CHANNEL_WINDOW_ADJUST right
+ *   behind CHANNEL_OPEN_CONFIRMATION (ssh2 writes its fixed 2 MiB into the
+ *   confirmation, lib/client.js and lib/server.js);
+ * - one this side opens (the relay's forwarded-tcpip to a device, a
+ *   direct-tcpip through a jump host or to a peer relay) with the window in
+ *   the CHANNEL_OPEN itself, reserved until the peer confirms or refuses.
+ * ramp() cannot do this: the sender has sent its 2 MiB and waits a round
+ * trip for more before the receiver has seen a byte; through the relay at
+ * 100 ms that round trip held a 64 MiB upload to 0.80 of plain TCP.
+ * Seeds come out of at most half of each budget, so channels that sit idle
+ * with a seed cannot starve the ones that grow.
  */
-function seedOnOpen(
+function seedChannels(
   owner: OwnerInternals,
   session: SessionState,
   chanMgr: NonNullable<OwnerInternals["_chanMgr"]>,
 ): void {
   const proto = owner._protocol;
-  const confirm = proto?.channelOpenConfirm;
-  if (!proto || typeof confirm !== "function") return;
-  proto.channelOpenConfirm = function (this: unknown, remote: number, local: number, ...rest: unknown[]) {
-    const r = confirm.call(this, remote, local, ...rest);
-    seed(chanMgr.get(local), session, proto);
-    return r;
+  if (!proto) return;
+  const confirm = proto.channelOpenConfirm;
+  if (typeof confirm === "function") {
+    proto.channelOpenConfirm = function (this: unknown, remote: number, local: number, ...rest: unknown[]) {
+      const r = confirm.call(this, remote, local, ...rest);
+      const ch = newChannel(chanMgr.get(local));
+      const extra = ch && seedSize(session, proto);
+      if (ch && extra) {
+        adopt(ch, session, proto, extra);
+        ch.incoming.window += extra;
+        proto.channelWindowAdjust?.(ch.outgoing.id, extra);
+      }
+      return r;
+    };
+  }
+  // (p, info) and (p, recipient, reason, description), as lib/protocol/Protocol.js calls them.
+  const handlers = proto._handlers as
+    | Record<string, ((p: unknown, ...args: unknown[]) => void) | undefined>
+    | undefined;
+  const confirmed = handlers?.CHANNEL_OPEN_CONFIRMATION;
+  const refused = handlers?.CHANNEL_OPEN_FAILURE;
+  if (!handlers || typeof confirmed !== "function" || typeof refused !== "function") return;
+  const release = (local: number) => {
+    const extra = session.pending.get(local);
+    if (extra === undefined) return 0;
+    session.pending.delete(local);
+    return extra;
+  };
+  for (const name of ["forwardedTcpip", "directTcpip"] as const) {
+    const open = proto[name];
+    if (typeof open !== "function") continue;
+    proto[name] = function (this: unknown, local: number, initWindow: number, ...rest: unknown[]) {
+      const extra = initWindow === SSH2_WINDOW ? seedSize(session, proto) : 0;
+      if (extra) {
+        session.pending.set(local, extra);
+        session.reserved += extra;
+        processReserved += extra;
+      }
+      return open.call(this, local, initWindow + extra, ...rest);
+    };
+  }
+  handlers.CHANNEL_OPEN_CONFIRMATION = (p, info) => {
+    confirmed(p, info);
+    const local = (info as { recipient: number }).recipient;
+    const extra = release(local);
+    if (!extra) return;
+    const ch = newChannel(chanMgr.get(local));
+    if (!ch) {
+      unreserve(session, extra);
+      return;
+    }
+    // ssh2 set the channel's credit to its own 2 MiB; the peer was offered more.
+    ch.incoming.window += extra;
+    adopt(ch, session, proto, extra, true);
+  };
+  handlers.CHANNEL_OPEN_FAILURE = (p, ...rest) => {
+    unreserve(session, release(rest[0] as number));
+    refused(p, ...rest);
   };
 }
 
-function seed(found: unknown, session: SessionState, proto: OwnerInternals["_protocol"]): void {
-  if (!policy.enabled || session.learned <= SSH2_WINDOW) return;
-  if (Date.now() - session.learnedAt >= LEARNED_MEMORY_MS) return;
+/** A channel ssh2 has just created and not adjusted yet, other than a session (whose stderr must stay ssh2's). */
+function newChannel(found: unknown): ChannelInternals | undefined {
   const ch = found as ChannelInternals | undefined;
-  // A server-side Session wraps its channel (and its stderr must stay ssh2's); a channel ssh2 already adjusted is not new.
-  if (typeof ch !== "object" || ch === null || !ch.incoming || ch.type === "session") return;
-  if (managed.has(ch) || ch.incoming.window !== SSH2_WINDOW) return;
+  if (typeof ch !== "object" || ch === null || !ch.incoming || ch.type === "session") return undefined;
+  if (managed.has(ch) || ch.incoming.window !== SSH2_WINDOW) return undefined;
+  return ch;
+}
+
+/** Bytes above 2 MiB a new channel of `session` starts with: what it learned, within half of each budget; 0 for none. */
+function seedSize(session: SessionState, proto: OwnerInternals["_protocol"]): number {
+  if (!policy.enabled || session.learned <= SSH2_WINDOW) return 0;
+  if (Date.now() - session.learnedAt >= LEARNED_MEMORY_MS) return 0;
   const room = Math.min(
     policy.processBudget / 2 - processReserved,
     policy.sessionBudget / 2 - session.reserved,
   );
-  const extra = Math.floor(Math.min(capFor(session, proto), session.learned) - SSH2_WINDOW);
-  if (Math.min(extra, room) < TOP_UP) return;
-  const m = adopt(ch, session, proto, Math.min(extra, room));
-  const granted = m.window - SSH2_WINDOW;
-  if (granted <= 0) return;
-  ch.incoming.window += granted;
-  proto?.channelWindowAdjust?.(ch.outgoing.id, granted);
+  const extra = Math.floor(Math.min(Math.min(capFor(session, proto), session.learned) - SSH2_WINDOW, room));
+  return extra >= TOP_UP ? extra : 0;
+}
+
+function unreserve(session: SessionState, bytes: number): void {
+  session.reserved -= bytes;
+  processReserved -= bytes;
 }
 
 function receive(ch: ChannelInternals, m: Managed, data: Buffer, proto: OwnerInternals["_protocol"]): void {

@@ -388,6 +388,56 @@ describe("receive windows", () => {
     }
   });
 
+  test("a relay that grew a window on a device's session offers it in its next channel open; refused opens give it back", async () => {
+    const proxy = await DelayProxy.start(f.port, 20);
+    try {
+      const c = await login(proxy.port);
+      const send = async (size: number) => {
+        const { user, channel } = await forwarded(c);
+        const offered = (channel as unknown as { outgoing: { window: number } }).outgoing.window;
+        const payload = randomBytes(size);
+        const got: Buffer[] = [];
+        user.on("data", (d: Buffer) => got.push(d));
+        const ended = new Promise((r) => user.once("end", r));
+        channel.end(payload);
+        await withTimeout(ended, 20_000, "device upload end");
+        assert.equal(sha(got), sha(payload));
+        user.end();
+        return offered;
+      };
+      // The device uploads: the relay's channel is the receiver and grows.
+      assert.equal(await send(24 * MiB), SSH2_WINDOW, "a cold session's first channel opens at 2 MiB");
+      const seeded = await send(4 * MiB);
+      assert.ok(seeded > SSH2_WINDOW, `the next open offered ${seeded}`);
+      assert.ok(
+        seeded - SSH2_WINDOW <= DEFAULT_WINDOW_POLICY.sessionBudget / 2,
+        `seed ${seeded} beyond half the budget`,
+      );
+      // A refused open (no listener on the device side) holds no reservation.
+      c.removeAllListeners("tcp connection");
+      const before = reservedWindowBytes();
+      c.on("tcp connection", (_i, _accept, reject) => reject());
+      const port = await new Promise<number>((resolve, reject) =>
+        c.forwardIn("127.0.0.1", 0, (err, p) => (err ? reject(err) : resolve(p))),
+      );
+      const refused = net.connect({ host: "127.0.0.1", port });
+      sockets.push(refused);
+      refused.on("error", () => {});
+      await withTimeout(new Promise((r) => refused.once("close", r)), 5_000, "refused connection close");
+      assert.ok(
+        reservedWindowBytes() <= before,
+        `reserved ${reservedWindowBytes()} > ${before} after a refused open`,
+      );
+      const gone = new Promise<void>((r) => c.once("close", () => r()));
+      c.end();
+      await withTimeout(gone, 5_000, "client close");
+      for (let i = 0; i < 50 && reservedWindowBytes() > 0; i++) await sleep(50);
+      assert.equal(reservedWindowBytes(), 0);
+    } finally {
+      await proxy.close();
+    }
+  });
+
   test("the session budget bounds how far windows grow", async () => {
     const prev = setWindowPolicy({ sessionBudget: MiB });
     const proxy = await DelayProxy.start(f.port, 20);
