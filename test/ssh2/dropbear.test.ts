@@ -94,7 +94,7 @@ describe("agent tunnel through Dropbear with managed windows", {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  test("16 MiB both ways byte-exact through an echo target, with the window grown", async () => {
+  test("16 MiB both ways byte-exact through an echo target, with the window grown, then 8 MiB on a seeded channel", async () => {
     assert.equal(windowPolicy().enabled, DEFAULT_WINDOW_POLICY.enabled);
     assert.ok(windowPolicy().enabled, "the policy is on by default");
     const t = await openTunnel({
@@ -121,6 +121,11 @@ describe("agent tunnel through Dropbear with managed windows", {
       const back = await exchange(port, payload, "127.0.0.1", 30_000);
       assert.equal(back.length, payload.length, `dropbear log: ${log.slice(-2000)}`);
       assert.equal(sha256(back), sha256(payload));
+      // The next connection on the warm session opens at the learned window
+      // (an adjust right behind the confirmation): Dropbear must take it too.
+      const again = random(8 * MiB);
+      const back2 = await exchange(port, again, "127.0.0.1", 30_000);
+      assert.equal(sha256(back2), sha256(again), `second connection; dropbear log: ${log.slice(-2000)}`);
     } finally {
       clearInterval(sampler);
     }
