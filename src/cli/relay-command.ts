@@ -17,7 +17,7 @@ import {
 } from "../relay/events.js";
 import { type FleetKey, loadFleetKey } from "../relay/fleet/fleet-key.js";
 import { parseFleetUrl, type RedisTarget } from "../relay/fleet/fleet-options.js";
-import { forkWorkers, MAX_WORKERS } from "../relay/fleet/workers.js";
+import { MAX_WORKERS, WorkerSupervisor } from "../relay/fleet/workers.js";
 import { Relay } from "../relay/relay.js";
 import { formatHostPort } from "../shared/address.js";
 import { escapeControl, quote } from "../shared/bounded-text.js";
@@ -448,7 +448,8 @@ async function runWorkers(count: number, argv: string[], log: Logger): Promise<n
     },
     () => {},
   );
-  const sup = forkWorkers({ count, exec: entry, args: ["relay", ...argv] });
+  // Listeners before start(): the first 'started' events are emitted while forking.
+  const sup = new WorkerSupervisor({ count, exec: entry, args: ["relay", ...argv] });
   sup.on("started", (x) =>
     log.info({ event: "worker-started", ...x }, `worker ${x.index} started, pid ${x.pid}`),
   );
@@ -458,6 +459,7 @@ async function runWorkers(count: number, argv: string[], log: Logger): Promise<n
       `worker ${x.index} (pid ${x.pid}) exited ${x.signal ?? `with code ${x.code}`}${x.restartInMs !== undefined ? `; restarting in ${x.restartInMs} ms` : ""}`,
     ),
   );
+  sup.start();
   try {
     await stopped;
     await sup.stop();

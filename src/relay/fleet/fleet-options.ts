@@ -11,6 +11,11 @@ export interface RedisTarget {
   host: string;
   port: number;
   db: number;
+  /**
+   * Redis's `requirepass` (AUTH password), never from the URL or argv: the
+   * CLI reads it from --fleet-password-file or REVTUN_FLEET_PASSWORD.
+   */
+  password?: string;
 }
 
 export interface FleetTimings {
