@@ -45,6 +45,7 @@ export { type FleetRoute, type FleetRouteOptions, type FleetTarget, openViaFleet
 export {
   forkWorkers,
   MAX_WORKERS,
+  WORKER_READY,
   type WorkerEvents,
   WorkerSupervisor,
   type WorkersOptions,
