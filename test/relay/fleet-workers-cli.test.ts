@@ -8,7 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import type net from "node:net";
+import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -34,6 +34,35 @@ function workerPids(stderr: string): Map<number, number> {
   const out = new Map<number, number>();
   for (const m of stderr.matchAll(/worker (\d+) started, pid (\d+)/g)) out.set(Number(m[1]), Number(m[2]));
   return out;
+}
+
+/** A port whose next `n - 1` ports are free too (worker i serves --admin on port + i). */
+async function freeRun(n: number): Promise<number> {
+  for (let tries = 0; tries < 50; tries++) {
+    const first = await freePort();
+    if (first + n - 1 > 65535) continue;
+    const rest = await Promise.all(
+      Array.from(
+        { length: n - 1 },
+        (_, i) =>
+          new Promise<boolean>((resolve) => {
+            const srv = net.createServer();
+            srv.once("error", () => resolve(false));
+            srv.listen(first + i + 1, "127.0.0.1", () => srv.close(() => resolve(true)));
+          }),
+      ),
+    );
+    if (rest.every(Boolean)) return first;
+  }
+  throw new Error(`no run of ${n} free ports`);
+}
+
+/** The key comments of the sessions worker `index`'s admin page lists. */
+async function sessionsOn(port: number): Promise<string[]> {
+  const res = await fetch(`http://127.0.0.1:${port}/api/sessions`);
+  assert.equal(res.status, 200);
+  const body = (await res.json()) as { sessions: { keyComment: string }[] };
+  return body.sessions.map((x) => x.keyComment);
 }
 
 const count = (text: string, re: RegExp) => text.match(new RegExp(re.source, "g"))?.length ?? 0;
@@ -89,6 +118,7 @@ describe("revtun relay --workers 2 --fleet, through bin/revtun", () => {
           `restrict,permitopen="device*:22" ${op.public} operator\n`,
       );
       const port = await freePort();
+      const adminPort = await freeRun(WORKERS);
       const knownHosts = join(dir, "known_hosts");
       const pub = ssh2.utils.parseKey(hostKey.private);
       assert.ok(!(pub instanceof Error));
@@ -110,6 +140,8 @@ describe("revtun relay --workers 2 --fleet, through bin/revtun", () => {
         "wk",
         "--workers",
         String(WORKERS),
+        "--admin",
+        `127.0.0.1:${adminPort}`,
       ]);
       procs.push(primary);
       const t0 = performance.now();
@@ -160,6 +192,13 @@ describe("revtun relay --workers 2 --fleet, through bin/revtun", () => {
           if (held === undefined) await sleep(20);
         }
         assert.ok(held !== undefined, "the name is in the registry");
+        // Worker i's admin page (port + i) lists worker i's sessions: the device on the holder's only.
+        for (let i = 0; i < WORKERS; i++)
+          assert.deepEqual(
+            await sessionsOn(adminPort + i),
+            i === held ? ["device"] : [],
+            `worker ${i}'s admin page`,
+          );
 
         const ok = await reachN(port, op.private, 10);
         const via = count(primary.stderr, /tunnel device42:22 .* via relay wk-w\d+: /);
