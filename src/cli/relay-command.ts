@@ -28,7 +28,14 @@ import { type MetricsServer, parseListen } from "../shared/metrics-server.js";
 import { startMetrics } from "./metrics-endpoint.js";
 import { exitCodeFor, type Io, onSignals, readSecret } from "./process.js";
 import { type FleetArgs, fleetAuthHint, fleetPassword, parseFleetArgs } from "./relay-fleet-args.js";
-import { checkWorkerPorts, reportReady, runWorkers, workerIndex, workerPort } from "./relay-workers.js";
+import {
+  checkWorkerPorts,
+  leaveCluster,
+  reportReady,
+  runWorkers,
+  workerIndex,
+  workerPort,
+} from "./relay-workers.js";
 
 export const RELAY_USAGE = `usage: revtun relay --listen [host:]port --host-key FILE --authorized-keys FILE
                     [--metrics [host:]port] [--admin [host:]port] [--admin-token-file FILE]
@@ -447,5 +454,6 @@ export async function relayCommand(
     await metrics?.close();
     await admin?.close();
     offSignals();
+    if (worker !== undefined) leaveCluster();
   }
 }

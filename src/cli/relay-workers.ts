@@ -16,6 +16,7 @@
  *  - SIGHUP to the primary is passed on to every worker; SIGTERM/SIGINT stop
  *    every worker (SIGKILL after 5 s) and exit 0.
  */
+import cluster from "node:cluster";
 import { MAX_WORKERS, WORKER_READY, WorkerSupervisor } from "../relay/fleet/workers.js";
 import { RevtunError } from "../shared/errors.js";
 import type { Logger } from "../shared/log.js";
@@ -39,7 +40,18 @@ export function reportReady(): void {
   process.send?.(WORKER_READY);
 }
 
-/** Worker `index`'s own port for --admin/--metrics. */
+/**
+ * In a worker, once its relay command has returned: closes the IPC channel
+ * to the primary, which otherwise keeps the process alive after its exit
+ * code is set (a worker that failed to start, or stopped on SIGTERM, would
+ * linger until the primary's SIGKILL 5 s later).
+ */
+export function leaveCluster(): void {
+  // cluster's own disconnect: process.disconnect() would make the worker exit 0 at once (cluster/child.js).
+  if (cluster.worker?.isConnected()) cluster.worker.disconnect();
+}
+
+/** Worker `index`'s own port for --admin/--metrics: port + index. */
 export function workerPort<T extends { port: number }>(at: T, index: number | undefined): T {
   return index === undefined ? at : { ...at, port: at.port + index };
 }

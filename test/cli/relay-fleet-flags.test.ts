@@ -16,6 +16,8 @@ import { ed } from "../helpers/fleet.js";
 import { RedisServer } from "../helpers/redis.js";
 import { freePort } from "../helpers/sshd.js";
 
+const count = (text: string, re: RegExp) => text.match(new RegExp(re.source, "g"))?.length ?? 0;
+
 describe("revtun relay fleet flags", () => {
   let dir: string;
   let fleetKey: string;
@@ -155,6 +157,19 @@ describe("revtun relay fleet flags", () => {
       assert.equal(rest.join("\n"), kind === "usage" ? RELAY_USAGE : "", what);
       assert.ok(!r.stderr.includes("hunter2"), what);
     }
+  });
+
+  test("--workers 2 whose workers cannot start: the primary exits 2, it does not fork them again and again", async () => {
+    const t0 = performance.now();
+    const args = [...base(), "--fleet", "redis://127.0.0.1:1", "--fleet-key", fleetKey, "--workers", "2"];
+    args[args.indexOf(keysFile)] = join(dir, "missing_keys");
+    const r = await runRevtun(args, 20_000, { REVTUN_FLEET: "" });
+    const ms = performance.now() - t0;
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /revtun relay: cannot read authorized keys .*missing_keys/);
+    assert.match(r.stderr, /worker \d \(pid \d+\) exited with code 2 before it was ready: stopping/);
+    assert.ok(count(r.stderr, /worker \d started/) <= 2, r.stderr);
+    assert.ok(ms < 10_000, `${ms} ms`);
   });
 
   test("REVTUN_FLEET in the environment works like --fleet", async () => {

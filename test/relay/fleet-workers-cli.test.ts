@@ -248,8 +248,14 @@ describe("revtun relay --workers 2 --fleet, through bin/revtun", () => {
         WORKERS,
         primary.stderr.slice(-3000),
       );
+      const stopAt = performance.now();
       const code = await primary.stop("SIGTERM");
+      const stopMs = performance.now() - stopAt;
+      console.log(`# SIGTERM to the primary: exit ${code} after ${Math.round(stopMs)} ms`);
       assert.equal(code, 0, primary.stderr.slice(-4000));
+      // Each worker stopped by itself, under the supervisor's 5 s SIGKILL grace.
+      assert.ok(stopMs < 4000, `${stopMs} ms`);
+      assert.equal(count(primary.stderr, /exited with code 0/), WORKERS, primary.stderr.slice(-3000));
       for (const pid of last.values()) {
         for (let i = 0; i < 50 && alive(pid); i++) await sleep(20);
         assert.equal(alive(pid), false, `worker ${pid} is gone after the primary exited`);
