@@ -9,8 +9,9 @@ export const HELP = `usage: revtun [-N] [-v] [-q] [-p port] [-l login] [-i ident
        revtun relay --listen [host:]port --host-key FILE --authorized-keys FILE
                     [--metrics [host:]port] [--admin [host:]port] [--admin-token-file FILE]
                     [--gateway-ports] [--max-channels N] [--log-format text|json] [-v]
-                    [--fleet redis://host:port[/db] --fleet-key FILE [--relay-id ID]
-                     [--advertise host:port] [--workers N]]
+                    [--fleet redis://host:port[/db] --fleet-key FILE [--fleet-name NAME]
+                     [--fleet-password-file FILE] [--relay-id ID] [--advertise host:port]
+                     [--workers N]]
        revtun relay status [--json] [--admin host:port] [--admin-token-file FILE]
        revtun demo
        revtun --help | --version

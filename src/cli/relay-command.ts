@@ -6,7 +6,6 @@
  * 255 when the relay cannot run.
  */
 
-import { hostname } from "node:os";
 import { type ParseArgsConfig, parseArgs } from "node:util";
 import { type AdminServer, isLoopback, startAdminServer } from "../relay/admin/admin-server.js";
 import {
@@ -16,8 +15,9 @@ import {
   type RelayEvents,
 } from "../relay/events.js";
 import { type FleetKey, loadFleetKey } from "../relay/fleet/fleet-key.js";
-import { parseFleetUrl, type RedisTarget } from "../relay/fleet/fleet-options.js";
-import { forkWorkers, MAX_WORKERS } from "../relay/fleet/workers.js";
+import { FLEET_DEFAULTS } from "../relay/fleet/fleet-options.js";
+import { probeRedisAuth } from "../relay/fleet/redis-auth.js";
+import { MAX_WORKERS } from "../relay/fleet/workers.js";
 import { Relay } from "../relay/relay.js";
 import { formatHostPort } from "../shared/address.js";
 import { escapeControl, quote } from "../shared/bounded-text.js";
@@ -27,12 +27,22 @@ import { createLogger, type LogFormat, type Logger, RepeatCollapser, type Repeat
 import { type MetricsServer, parseListen } from "../shared/metrics-server.js";
 import { startMetrics } from "./metrics-endpoint.js";
 import { exitCodeFor, type Io, onSignals, readSecret } from "./process.js";
+import { type FleetArgs, fleetAuthHint, fleetPassword, parseFleetArgs } from "./relay-fleet-args.js";
+import {
+  checkWorkerPorts,
+  leaveCluster,
+  reportReady,
+  runWorkers,
+  workerIndex,
+  workerPort,
+} from "./relay-workers.js";
 
 export const RELAY_USAGE = `usage: revtun relay --listen [host:]port --host-key FILE --authorized-keys FILE
                     [--metrics [host:]port] [--admin [host:]port] [--admin-token-file FILE]
                     [--gateway-ports] [--max-channels N] [--log-format text|json] [-v]
-                    [--fleet redis://host:port[/db] --fleet-key FILE [--relay-id ID]
-                     [--advertise host:port] [--workers N]]
+                    [--fleet redis://host:port[/db] --fleet-key FILE [--fleet-name NAME]
+                     [--fleet-password-file FILE] [--relay-id ID] [--advertise host:port]
+                     [--workers N]]
        revtun relay status [--json] [--admin host:port] [--admin-token-file FILE]
 
   --listen [host:]port     where SSH clients connect (no host: all interfaces)
@@ -48,11 +58,17 @@ export const RELAY_USAGE = `usage: revtun relay --listen [host:]port --host-key 
                            join a fleet of relays sharing tunnel names through this Redis
                            (or the env REVTUN_FLEET); operators reach devices on any member
   --fleet-key FILE         the fleet's ed25519 private key (the same on every member, mode 600)
+  --fleet-name NAME        the fleet's name, so several fleets share one Redis (keys under
+                           revtun:NAME:; default revtun:)
+  --fleet-password-file FILE
+                           the Redis password (requirepass), first line, mode 600; or the
+                           env REVTUN_FLEET_PASSWORD
   --relay-id ID            this relay's id in the fleet (default: hostname-port)
   --advertise host:port    where peer relays reach this one (default: the --listen address,
                            required when that is a wildcard or port 0)
   --workers N              run N relay processes sharing the port, each a fleet member
-                           <relay-id>-w<index> (needs --fleet)
+                           <relay-id>-w<index> with its own peer port on the --advertise host;
+                           worker i serves --admin and --metrics on port + i (needs --fleet)
   --log-format text|json   log line format (default text)
   -v, --verbose            debug logging (every forwarded connection, ignored key options)
   -h, --help               this text
@@ -71,6 +87,8 @@ export const RELAY_OPTIONS = {
   "log-format": { type: "string" },
   fleet: { type: "string" },
   "fleet-key": { type: "string" },
+  "fleet-name": { type: "string" },
+  "fleet-password-file": { type: "string" },
   "relay-id": { type: "string" },
   advertise: { type: "string" },
   workers: { type: "string" },
@@ -89,57 +107,8 @@ interface RelayArgs {
   maxChannels?: number;
   logFormat: LogFormat;
   verbose: boolean;
-  fleet?: { redis: RedisTarget; keyFile: string; relayId: string; advertise: string };
+  fleet?: FleetArgs;
   workers: number;
-}
-
-const WILDCARDS = new Set(["", "*", "0.0.0.0", "::"]);
-
-/** The --fleet group: REVTUN_FLEET stands in for --fleet (the CLI reads the environment; the library never does). */
-function parseFleetArgs(
-  values: Record<string, unknown>,
-  listen: { host?: string; port: number },
-  env: Record<string, string | undefined>,
-): RelayArgs["fleet"] {
-  const url = typeof values.fleet === "string" ? values.fleet : env.REVTUN_FLEET;
-  const source = typeof values.fleet === "string" ? "--fleet" : "REVTUN_FLEET";
-  const keyFile = values["fleet-key"];
-  if (url === undefined || url === "") {
-    for (const f of ["fleet-key", "relay-id", "advertise"])
-      if (values[f] !== undefined) throw new RevtunError("USAGE", `--${f} needs --fleet (or REVTUN_FLEET)`);
-    return undefined;
-  }
-  const redis = parseFleetUrl(url, source);
-  if (typeof keyFile !== "string" || keyFile === "")
-    throw new RevtunError("USAGE", `${source} needs --fleet-key FILE (the fleet's ed25519 private key)`);
-  const idText = values["relay-id"];
-  const relayId =
-    typeof idText === "string"
-      ? idText
-      : `${hostname()
-          .replace(/[^A-Za-z0-9._-]/g, "-")
-          .slice(0, 50)}-${listen.port}`;
-  if (!/^[A-Za-z0-9._-]{1,60}$/.test(relayId))
-    throw new RevtunError("USAGE", `bad --relay-id ${quote(relayId)}: expected 1-60 of A-Z a-z 0-9 . _ -`);
-  const given = values.advertise;
-  let advertise: string;
-  if (typeof given !== "string") {
-    if (listen.host === undefined || WILDCARDS.has(listen.host) || listen.port === 0)
-      throw new RevtunError(
-        "USAGE",
-        `${source} needs --advertise host:port: --listen ${listen.host === undefined ? listen.port : formatHostPort(listen.host, listen.port)} is not an address and port peers can dial`,
-      );
-    advertise = formatHostPort(listen.host, listen.port);
-  } else {
-    const a = parseListen(given, "--advertise");
-    if (WILDCARDS.has(a.host) || a.port === 0)
-      throw new RevtunError(
-        "USAGE",
-        `bad --advertise ${quote(given)}: give an address and port peers can dial`,
-      );
-    advertise = formatHostPort(a.host, a.port);
-  }
-  return { redis, keyFile, relayId, advertise };
 }
 
 /** Parses argv; throws RevtunError("USAGE") naming the bad value. Returns "help" for -h. */
@@ -205,12 +174,22 @@ export function parseRelayArgs(
         `--workers ${workers} needs --fleet: the workers reach each other's devices through the fleet registry`,
       );
   }
+  const metricsAt = typeof metrics === "string" ? parseListen(metrics, "--metrics") : undefined;
+  const adminAt = typeof admin === "string" ? parseListen(admin, "--admin") : undefined;
+  checkWorkerPorts(
+    workers,
+    [
+      ...(adminAt ? [{ flag: "--admin", port: adminAt.port }] : []),
+      ...(metricsAt ? [{ flag: "--metrics", port: metricsAt.port }] : []),
+    ],
+    listen.port,
+  );
   return {
     listen,
     hostKey: str("host-key"),
     authorizedKeys: str("authorized-keys"),
-    ...(typeof metrics === "string" ? { metrics: parseListen(metrics, "--metrics") } : {}),
-    ...(typeof admin === "string" ? { admin: parseListen(admin, "--admin") } : {}),
+    ...(metricsAt ? { metrics: metricsAt } : {}),
+    ...(adminAt ? { admin: adminAt } : {}),
     ...(typeof adminTokenFile === "string" ? { adminTokenFile } : {}),
     gatewayPorts: values["gateway-ports"] === true,
     ...(maxChannels !== undefined ? { maxChannels } : {}),
@@ -323,24 +302,54 @@ export async function relayCommand(
       return exitCodeFor(err);
     }
   }
-  const log = createLogger({
+  let worker: number | undefined;
+  try {
+    worker = workerIndex(io.env ?? {}, args.workers);
+  } catch (err) {
+    io.stderr.write(`revtun relay: ${(err as Error).message}\n`);
+    return exitCodeFor(err);
+  }
+  const primary = args.workers > 1 && worker === undefined;
+  const base = createLogger({
     format: args.logFormat,
     level: args.verbose ? "debug" : "info",
     stream: io.stderr,
   });
+  // The workers share the primary's stderr: each line says whose it is.
+  const log = worker === undefined ? base : base.child({ worker });
   let fleetKey: FleetKey | undefined;
+  let password: string | undefined;
   if (args.fleet) {
     try {
       fleetKey = await loadFleetKey(args.fleet.keyFile);
+      password = await fleetPassword(args.fleet, io.env ?? {});
+      // The primary asks once, so a wrong password is one line and exit 2, not N workers failing.
+      if (primary)
+        await probeRedisAuth(
+          { ...args.fleet.redis, ...(password !== undefined ? { password } : {}) },
+          FLEET_DEFAULTS,
+        );
+    } catch (err) {
+      io.stderr.write(
+        `revtun relay: ${(err as Error).message}${fleetAuthHint(err, args.fleet, io.env ?? {})}\n`,
+      );
+      return exitCodeFor(err);
+    }
+  }
+  if (primary) {
+    // Here, not in each worker: N workers generating a missing key at once would each use a different one.
+    try {
+      const hostKey = await loadOrCreateHostKey(args.hostKey);
+      const made = hostKey.created ? ` (generated a new ed25519 key in ${args.hostKey})` : "";
+      io.stdout.write(`revtun relay: host key ${hostKey.fingerprint}${made}\n`);
     } catch (err) {
       io.stderr.write(`revtun relay: ${(err as Error).message}\n`);
       return exitCodeFor(err);
     }
+    return runWorkers(args.workers, argv, log);
   }
-  const workerIndex = io.env?.REVTUN_WORKER_INDEX;
-  if (args.workers > 1 && workerIndex === undefined) return runWorkers(args.workers, argv, log);
   const relayId =
-    args.fleet && workerIndex !== undefined ? `${args.fleet.relayId}-w${workerIndex}` : args.fleet?.relayId;
+    args.fleet && worker !== undefined ? `${args.fleet.relayId}-w${worker}` : args.fleet?.relayId;
 
   // Handlers go in before anything starts: a SIGTERM while starting still
   // means a clean stop, and a SIGHUP must never fall through to its default (exit).
@@ -370,7 +379,7 @@ export async function relayCommand(
   try {
     const hostKey = await loadOrCreateHostKey(args.hostKey);
     const made = hostKey.created ? ` (generated a new ed25519 key in ${args.hostKey})` : "";
-    io.stdout.write(`revtun relay: host key ${hostKey.fingerprint}${made}\n`);
+    if (worker === undefined) io.stdout.write(`revtun relay: host key ${hostKey.fingerprint}${made}\n`);
     log.info(
       { event: "host-key", fingerprint: hostKey.fingerprint, file: args.hostKey, generated: hostKey.created },
       `host key ${hostKey.fingerprint}${made}`,
@@ -383,7 +392,22 @@ export async function relayCommand(
       ...(args.maxChannels !== undefined ? { limits: { maxChannelsPerSession: args.maxChannels } } : {}),
       ...(args.fleet && fleetKey && relayId
         ? {
-            fleet: { redis: args.fleet.redis, fleetKey, relayId, advertise: args.fleet.advertise },
+            fleet: {
+              redis: { ...args.fleet.redis, ...(password !== undefined ? { password } : {}) },
+              fleetKey,
+              relayId,
+              ...(args.fleet.prefix !== undefined ? { prefix: args.fleet.prefix } : {}),
+              // A worker: peers reach it on a port of its own (see relay-workers.ts).
+              ...(worker === undefined
+                ? { advertise: args.fleet.advertise }
+                : {
+                    advertise: formatHostPort(args.fleet.advertiseHost, 0),
+                    peerListen: {
+                      ...(args.listen.host !== undefined ? { host: args.listen.host } : {}),
+                      port: 0,
+                    },
+                  }),
+            },
           }
         : {}),
     });
@@ -393,7 +417,7 @@ export async function relayCommand(
     if (args.admin && !stopSignal) {
       admin = await startAdminServer({
         relay: r,
-        ...args.admin,
+        ...workerPort(args.admin, worker),
         ...(adminToken !== undefined ? { token: adminToken } : {}),
         requireToken: !isLoopback(args.admin.host),
       });
@@ -406,7 +430,7 @@ export async function relayCommand(
     if (!stopSignal) await r.start();
     if (args.metrics && !stopSignal) {
       metrics = await startMetrics(
-        args.metrics,
+        workerPort(args.metrics, worker),
         r.registry,
         () => ({
           ok: r.listening,
@@ -416,10 +440,13 @@ export async function relayCommand(
         log,
       );
     }
+    if (worker !== undefined && !stopSignal) reportReady();
     await stopped;
     return 0;
   } catch (err) {
-    io.stderr.write(`revtun relay: ${(err as Error).message}\n`);
+    io.stderr.write(
+      `revtun relay: ${(err as Error).message}${fleetAuthHint(err, args.fleet, io.env ?? {})}\n`,
+    );
     return exitCodeFor(err);
   } finally {
     await relay?.close();
@@ -427,42 +454,6 @@ export async function relayCommand(
     await metrics?.close();
     await admin?.close();
     offSignals();
-  }
-}
-
-/**
- * The --workers primary: forks the workers (each runs this command again,
- * with REVTUN_WORKER_INDEX set) and keeps them running until a signal.
- */
-async function runWorkers(count: number, argv: string[], log: Logger): Promise<number> {
-  const entry = process.argv[1];
-  if (!entry) throw new RevtunError("USAGE", "--workers: cannot tell which script to fork");
-  let wake: () => void = () => {};
-  const stopped = new Promise<void>((resolve) => {
-    wake = resolve;
-  });
-  const offSignals = onSignals(
-    (_immediate, signal) => {
-      log.info({ event: "shutdown", signal }, `${signal}: stopping ${count} workers`);
-      wake();
-    },
-    () => {},
-  );
-  const sup = forkWorkers({ count, exec: entry, args: ["relay", ...argv] });
-  sup.on("started", (x) =>
-    log.info({ event: "worker-started", ...x }, `worker ${x.index} started, pid ${x.pid}`),
-  );
-  sup.on("exited", (x) =>
-    log.warn(
-      { event: "worker-exited", ...x },
-      `worker ${x.index} (pid ${x.pid}) exited ${x.signal ?? `with code ${x.code}`}${x.restartInMs !== undefined ? `; restarting in ${x.restartInMs} ms` : ""}`,
-    ),
-  );
-  try {
-    await stopped;
-    await sup.stop();
-    return 0;
-  } finally {
-    offSignals();
+    if (worker !== undefined) leaveCluster();
   }
 }

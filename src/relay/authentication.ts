@@ -19,6 +19,8 @@ export interface AuthHost {
   readonly metrics: RelayMetrics;
   authorize(blob: Buffer, peerIp: string): KeyDecision;
   sessionsForKey(fingerprint: string): number;
+  /** Whether `key` is the fleet key's line (a peer relay): held to maxPeerSessions instead. */
+  isPeer(key: AuthorizedKey): boolean;
   /** Records a failure from `source`; returns the extra delay its refusal gets. */
   penalize(source: string): number;
   /** Takes back `failures` failures of `source`: they were a client trying its keys before the right one. */
@@ -99,9 +101,14 @@ export class SessionAuthentication {
       this.refuse(ctx, "bad signature", fingerprint);
       return;
     }
-    const max = this.host.options.limits.maxSessionsPerKey;
+    const peer = this.host.isPeer(decision.key);
+    const max = peer ? this.host.options.limits.maxPeerSessions : this.host.options.limits.maxSessionsPerKey;
     if (this.host.sessionsForKey(fingerprint) >= max) {
-      this.refuse(ctx, `too many sessions for this key (limit ${max})`, fingerprint);
+      this.refuse(
+        ctx,
+        `too many ${peer ? "fleet peer sessions" : "sessions for this key"} (limit ${max})`,
+        fingerprint,
+      );
       return;
     }
     this.accepted = { key: decision.key, blob, fingerprint };
@@ -140,7 +147,7 @@ export class SessionAuthentication {
 function reasonLabel(reason: string): string {
   if (reason === "unknown-key" || reason === "from-not-allowed" || reason === "expired") return reason;
   if (reason === "bad signature") return "bad-signature";
-  if (reason.startsWith("too many sessions")) return "session-limit";
+  if (/^too many (sessions|fleet peer sessions)/.test(reason)) return "session-limit";
   if (reason.endsWith("is not offered")) return "method";
   return "other";
 }

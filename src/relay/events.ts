@@ -31,7 +31,8 @@ export interface ForwardInfo extends SessionRef {
 }
 
 export interface RelayEvents {
-  listening: [{ host: string; port: number }];
+  /** `fleetAddress`: where fleet peers are told to dial this relay, when in a fleet. */
+  listening: [{ host: string; port: number; fleetAddress?: string }];
   closed: [];
   "keys-loaded": [{ file: string; keys: number; problems: number; reason: string }];
   "keys-problem": [{ file: string; line: number; message: string }];
@@ -89,6 +90,8 @@ export interface RelayEvents {
   "fleet-degraded": [{ relayId: string; reason: string }];
   /** The fleet's Redis answers again; this relay's names were re-announced. */
   "fleet-restored": [{ relayId: string; downMs: number; reannounced: number }];
+  /** A Redis password was given and the fleet's Redis needs none: it is not sent. */
+  "fleet-password-unused": [{ relayId: string; redis: string }];
 }
 
 export interface TunnelRecord extends SessionRef {
@@ -143,11 +146,18 @@ const DESCRIBE: { [K in RelayEventName]: (...args: RelayEvents[K]) => DescribedE
     level: "warn",
     msg: `fleet registry unavailable (${x.reason}): serving this relay's own tunnels only`,
   }),
+  "fleet-password-unused": (x) => ({
+    level: "warn",
+    msg: `fleet Redis ${x.redis} requires no password: the one given is not used (set requirepass on it, or drop the password)`,
+  }),
   "fleet-restored": (x) => ({
     level: "info",
     msg: `fleet registry back after ${x.downMs} ms: ${x.reannounced} tunnel name(s) re-announced as ${x.relayId}`,
   }),
-  listening: (x) => ({ level: "info", msg: `relay listening on ${hostPort(x.host, x.port)}` }),
+  listening: (x) => ({
+    level: "info",
+    msg: `relay listening on ${hostPort(x.host, x.port)}${x.fleetAddress ? `; fleet peers dial ${x.fleetAddress}` : ""}`,
+  }),
   closed: () => ({ level: "info", msg: "relay closed" }),
   "keys-loaded": (x) => ({
     level: "info",

@@ -13,8 +13,22 @@ export interface RelayFleetOptions {
   fleetKey: FleetKey;
   /** Unique in the fleet: [A-Za-z0-9._-], at most 64 characters. */
   relayId: string;
-  /** host:port (or [v6]:port) where peer relays reach this relay's SSH listener. */
+  /**
+   * host:port (or [v6]:port) where peer relays reach this relay's SSH
+   * listener. With `peerListen`, the port may be 0: the one that listener
+   * bound is published.
+   */
   advertise: string;
+  /**
+   * A listener of this relay's own for peer relays, besides `listen`. Under
+   * node:cluster (`--workers`) `listen` is shared: the primary hands each
+   * connection to any worker, so a peer dialling it to reach the worker that
+   * holds a name lands on the wrong one N-1 times in N (measured with 3
+   * workers: 4 of 10 operator connections refused "no tunnel"). This one is
+   * listened on with `exclusive`, never shared, so a peer reaches this very
+   * process. Port 0: an ephemeral port.
+   */
+  peerListen?: { host?: string; port: number };
   /** Lease and timeout overrides; tests shorten them. */
   timings?: Partial<FleetTimings>;
   /** Redis key prefix, so several fleets (or tests) can share one database. */
@@ -45,12 +59,27 @@ export interface RelayLimits {
   maxUnauthenticatedPerSource: number;
   /** Source addresses whose recent authentication failures are remembered (oldest forgotten first). Default 10000. */
   maxTrackedSources: number;
-  /** Concurrent authenticated sessions per key. */
+  /** Concurrent authenticated sessions per key (not the fleet key: maxPeerSessions). */
   maxSessionsPerKey: number;
+  /**
+   * Concurrent sessions of fleet peer relays (the fleet key), in place of
+   * maxSessionsPerKey: each other member (every worker of every machine)
+   * keeps one connection to this relay, so a fleet of 17 relays, or two
+   * machines of 16 workers, would be refused by the per-key 16. Default
+   * 1024: 16 machines of MAX_WORKERS (64) workers.
+   */
+  maxPeerSessions: number;
   /** Remote forwards (tcpip-forward) per session. */
   maxForwardsPerSession: number;
   /** Forwarded connections (forwarded-tcpip channels) open per session. */
   maxChannelsPerSession: number;
+  /**
+   * Channels one fleet peer session may have open, in place of
+   * maxChannelsPerSession: a peer's one connection carries every operator
+   * connection of its relay to names held here (each device session still
+   * carries at most maxChannelsPerSession). Default 4096.
+   */
+  maxChannelsPerPeerSession: number;
   /** Failed authentication attempts before the connection is dropped (sshd's MaxAuthTries). */
   maxAuthAttempts: number;
   /**
@@ -127,8 +156,10 @@ export const DEFAULT_LIMITS: RelayLimits = {
   maxUnauthenticatedPerSource: 10,
   maxTrackedSources: 10_000,
   maxSessionsPerKey: 16,
+  maxPeerSessions: 1024,
   maxForwardsPerSession: 32,
   maxChannelsPerSession: 256,
+  maxChannelsPerPeerSession: 4096,
   maxAuthAttempts: 6,
   maxBufferedPerChannel: 256 * 1024,
   maxBufferedPerSession: 16 * 1024 * 1024,
@@ -224,10 +255,16 @@ function resolveFleet(f: RelayFleetOptions): RelayFleetOptions & { timings: Flee
       ? (/^\[([^\]]+)\]:(\d{1,5})$/.exec(f.advertise) ?? /^([^:\s]+):(\d{1,5})$/.exec(f.advertise))
       : null;
   const port = Number(m?.[2]);
-  if (!m || !Number.isInteger(port) || port < 1 || port > 65535)
+  const lowest = f.peerListen ? 0 : 1;
+  if (!m || !Number.isInteger(port) || port < lowest || port > 65535)
     throw bad(
-      `advertise ${JSON.stringify(f.advertise)} must be host:port (or [v6]:port) with a port 1-65535`,
+      `advertise ${JSON.stringify(f.advertise)} must be host:port (or [v6]:port) with a port ${lowest}-65535`,
     );
+  if (
+    f.peerListen &&
+    (!Number.isInteger(f.peerListen.port) || f.peerListen.port < 0 || f.peerListen.port > 65535)
+  )
+    throw bad(`peerListen port ${JSON.stringify(f.peerListen.port)} must be 0-65535`);
   if (m[1] === "0.0.0.0" || m[1] === "::")
     throw bad(`advertise ${JSON.stringify(f.advertise)} is a wildcard address: give one peers can dial`);
   return { ...f, timings: fleetTimings(f.timings) };

@@ -65,6 +65,8 @@ export class Relay extends EventEmitter<RelayEvents> {
   /** Sockets handed to ssh2 whose Connection has not been announced yet, by remote address. */
   private readonly awaitingSsh = new Map<string, RelaySession>();
   private tcp: net.Server | undefined;
+  /** The fleet's own listener for peer relays (options.fleet.peerListen), never shared between workers. */
+  private peerTcp: net.Server | undefined;
   private ssh: ssh2.Server | undefined;
   private watcher: FSWatcher | undefined;
   private watchTimer: NodeJS.Timeout | undefined;
@@ -92,6 +94,7 @@ export class Relay extends EventEmitter<RelayEvents> {
         {
           degraded: (x) => this.emit("fleet-degraded", x),
           restored: (x) => this.emit("fleet-restored", x),
+          passwordUnused: (x) => this.emit("fleet-password-unused", x),
         },
       );
     }
@@ -214,13 +217,57 @@ export class Relay extends EventEmitter<RelayEvents> {
     tcp.on("error", () => {});
     const a = tcp.address() as net.AddressInfo;
     this.bound = { host: a.address, port: a.port };
+    const f = this.options.fleet;
+    if (f?.peerListen && this.fleet) {
+      const peerPort = await this.listenForPeers(f.peerListen);
+      const m = /^(.*):(\d+)$/.exec(f.advertise);
+      if (m?.[1] && m[2] === "0") this.fleet.advertiseAt(`${m[1]}:${peerPort}`);
+    }
     // Before "listening": the relay's lease is in Redis (or the registry has
     // reported it degraded) by the time a device can bind a name.
-    if (this.fleet) await this.fleet.start();
+    if (this.fleet)
+      await this.fleet.start().catch((err: unknown) => {
+        // A wrong or missing Redis password: a configuration error, and nothing stays listening.
+        this.state = "closed";
+        this.tcp?.close();
+        this.peerTcp?.close();
+        throw err;
+      });
     this.state = "listening";
     if (this.options.watchAuthorizedKeys) this.watchKeys();
-    this.emit("listening", this.bound);
+    const fleetAddress = this.fleet?.registry.self.address;
+    this.emit("listening", { ...this.bound, ...(fleetAddress ? { fleetAddress } : {}) });
     return this.bound;
+  }
+
+  /**
+   * The peer listener: every connection is handled exactly as on `listen`
+   * (the fleet key is what makes a peer), only this socket is this process's
+   * alone (`exclusive`), where `listen` under node:cluster is shared.
+   */
+  private async listenForPeers(at: { host?: string; port: number }): Promise<number> {
+    const peerTcp = net.createServer({ noDelay: true }, (socket) => this.onSocket(socket));
+    this.peerTcp = peerTcp;
+    await new Promise<void>((resolve, reject) => {
+      peerTcp.once("error", reject);
+      peerTcp.listen(
+        { port: at.port, exclusive: true, ...(at.host !== undefined ? { host: at.host } : {}) },
+        () => {
+          peerTcp.removeListener("error", reject);
+          resolve();
+        },
+      );
+    }).catch((err: Error) => {
+      this.state = "closed";
+      this.tcp?.close();
+      throw new RevtunError(
+        "LISTEN",
+        `cannot listen for fleet peers on ${at.host ?? "*"}:${at.port}: ${err.message}`,
+        { cause: err },
+      );
+    });
+    peerTcp.on("error", () => {});
+    return (peerTcp.address() as net.AddressInfo).port;
   }
 
   /**
@@ -268,7 +315,9 @@ export class Relay extends EventEmitter<RelayEvents> {
     this.watcher?.close();
     this.watcher = undefined;
     clearTimeout(this.watchTimer);
-    const tcpClosed = new Promise<void>((r) => (this.tcp ? this.tcp.close(() => r()) : r()));
+    const tcpClosed = Promise.all(
+      [this.tcp, this.peerTcp].map((t) => new Promise<void>((r) => (t ? t.close(() => r()) : r()))),
+    );
     for (const b of this.bindings.all()) this.release(b, "relay-closing");
     const sessions = [...this.sessions];
     for (const s of sessions) s.close("relay shutting down");
@@ -388,11 +437,13 @@ export class Relay extends EventEmitter<RelayEvents> {
       total++;
       if (s.source === source) fromSource++;
     }
-    if (fromSource >= l.maxUnauthenticatedPerSource)
+    // A fleet member's address: only the relay-wide bound (member.ts isFleetSource).
+    const fleetSource = this.fleet?.isFleetSource(source) ?? false;
+    if (!fleetSource && fromSource >= l.maxUnauthenticatedPerSource)
       return `too many unauthenticated connections from ${source} (limit ${l.maxUnauthenticatedPerSource})`;
     if (total >= l.maxUnauthenticated)
       return `too many unauthenticated connections (limit ${l.maxUnauthenticated})`;
-    if (total >= l.unauthenticatedDropStart) {
+    if (!fleetSource && total >= l.unauthenticatedDropStart) {
       const span = l.maxUnauthenticated - l.unauthenticatedDropStart;
       const rate = l.unauthenticatedDropRatePercent / 100;
       const p = rate + ((1 - rate) * (total - l.unauthenticatedDropStart)) / span;
@@ -458,6 +509,7 @@ export class Relay extends EventEmitter<RelayEvents> {
       penalize: (ip) => this.penalties.fail(ip),
       forgive: (ip, n) => this.penalties.forgive(ip, n),
       sessionsForKey: (fp) => this.authenticatedSessions().filter((s) => s.fingerprint === fp).length,
+      isPeer: (key) => this.fleet?.isPeer(key) ?? false,
       bind: (owner, target, port) => this.bind(owner as RelaySession, target, port),
       release: (b, reason) => this.release(b, reason),
       holders: (name, port) => this.bindings.holders(name, port),

@@ -138,19 +138,23 @@ export class SessionTunnels {
       };
       this.host.emit("tunnel-connection-closed", r);
     };
-    const max = this.host.options.limits.maxChannelsPerSession;
-    if (this.live.size >= max) {
+    const limits = this.host.options.limits;
+    const max = limits.maxChannelsPerSession;
+    const peer = this.host.fleet?.isPeer(key) ?? false;
+    // A peer's one session carries all its relay's operators: its own, larger bound.
+    const ownMax = peer ? limits.maxChannelsPerPeerSession : max;
+    if (this.live.size >= ownMax) {
       rejectChannelOpen(
         conn,
         reject,
         OPEN_FAILURE.RESOURCE_SHORTAGE,
-        `revtun relay: open channel limit (${max}) reached`,
+        `revtun relay: open channel limit (${ownMax}) reached`,
       );
-      record(`open channel limit (${max}) reached`, "open_failed");
+      record(`open channel limit (${ownMax}) reached`, "open_failed");
       return;
     }
     const holders = this.host.holders(name, port);
-    const fleet = this.host.fleet && !this.host.fleet.isPeer(key) ? this.host.fleet : undefined;
+    const fleet = this.host.fleet && !peer ? this.host.fleet : undefined;
     const originIp = this.session.ip;
     const originPort = this.session.socket.remotePort ?? 0;
     // Not held here (or every local holder failed): another relay of the

@@ -108,6 +108,12 @@ export function splice(channel: Duplex, socket: Duplex): Promise<SpliceResult> {
         channel.end();
         return;
       }
+      // The peer's CLOSE came first (ssh2 ends the channel on it): no EOF to send, and a write would fail.
+      if (channel.destroyed || channel.writableEnded) {
+        eofSent = true;
+        maybeComplete();
+        return;
+      }
       channel.write(EMPTY, () => {
         if (done) return;
         eof();

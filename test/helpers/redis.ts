@@ -2,7 +2,9 @@
  * A real redis-server for tests: loopback, ephemeral port, no persistence
  * (`--save "" --appendonly no`), its own temp dir, stopped by pid. `stop()`
  * then `start()` on the same port is how a test makes Redis go away and come
- * back (empty, as a restarted cache-only Redis does).
+ * back (empty, as a restarted cache-only Redis does). `{ password }` starts it
+ * with `requirepass`, as an operator's Redis usually is (the password is on
+ * redis-server's command line: a test's throwaway secret, on loopback).
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -19,12 +21,12 @@ export class RedisServer {
   log = "";
   private proc: ChildProcess | undefined;
 
-  private constructor() {
+  private constructor(readonly password?: string) {
     this.dir = mkdtempSync(join(tmpdir(), "revtun-redis-"));
   }
 
-  static async start(): Promise<RedisServer> {
-    const r = new RedisServer();
+  static async start(opts: { password?: string } = {}): Promise<RedisServer> {
+    const r = new RedisServer(opts.password);
     r.port = await freePort();
     await r.start();
     return r;
@@ -53,6 +55,7 @@ export class RedisServer {
         "no",
         "--dir",
         this.dir,
+        ...(this.password !== undefined ? ["--requirepass", this.password] : []),
       ],
       { stdio: ["ignore", "pipe", "pipe"] },
     );
@@ -93,7 +96,7 @@ export class RedisServer {
   }
 }
 
-/** True once 127.0.0.1:port answers PING with +PONG. */
+/** True once 127.0.0.1:port answers PING: +PONG, or -NOAUTH from a Redis with requirepass. */
 export function ping(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const s = net.connect({ host: "127.0.0.1", port });
@@ -105,7 +108,8 @@ export function ping(port: number): Promise<boolean> {
     s.once("data", (d) => {
       clearTimeout(t);
       s.destroy();
-      resolve(d.toString().startsWith("+PONG"));
+      const reply = d.toString();
+      resolve(reply.startsWith("+PONG") || reply.startsWith("-NOAUTH"));
     });
     s.once("error", () => {
       clearTimeout(t);

@@ -30,7 +30,7 @@ describe("fleet options", () => {
       ["redis://h:0", /out of range/],
       ["redis://h:1/x", /database x is not a number/],
       ["redis://h:1/1/2", /database 1\/2 is not a number/],
-      ["redis://user:secret@h:1", /credentials/],
+      ["redis://user:***@h:1", /credentials/],
       ["redis://h:1?db=2", /query strings/],
     ];
     for (const [text, re] of bad) {
@@ -45,6 +45,22 @@ describe("fleet options", () => {
         text,
       );
     }
+  });
+
+  test("a password in the URL is refused and not repeated in the message", () => {
+    assert.throws(
+      () => parseFleetUrl("redis://user:s3cret@h:1/2", "--fleet"),
+      (e: unknown) =>
+        e instanceof RevtunError &&
+        e.message.startsWith(
+          "--fleet `redis://user:***@h:1/2` (string): credentials in the URL are not supported",
+        ) &&
+        !e.message.includes("s3cret"),
+    );
+    assert.throws(
+      () => parseFleetUrl("redis://:s3cret@h:1"),
+      (e: Error) => !e.message.includes("s3cret"),
+    );
   });
 
   test("timings: defaults, overrides, and the relations that keep a live relay's lease", () => {

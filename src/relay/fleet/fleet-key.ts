@@ -5,9 +5,9 @@
  * as a peer, with direct-tcpip to any tunnel name and nothing else. See
  * peer-client.ts for why peers need both this and the registry's host key.
  */
-import { readFile, stat } from "node:fs/promises";
 import { RevtunError } from "../../shared/errors.js";
 import { fingerprintSha256, parseKeyText } from "../../shared/keys.js";
+import { readPrivateFile } from "./fleet-secrets.js";
 
 export interface FleetKey {
   /** OpenSSH private key text, for ssh2's Client `privateKey`. */
@@ -21,21 +21,8 @@ export interface FleetKey {
 
 /** Reads and checks a fleet key file; a problem is a CONFIG error naming the file. */
 export async function loadFleetKey(file: string): Promise<FleetKey> {
-  let text: string;
-  try {
-    const st = await stat(file);
-    // Every relay of the fleet trusts whoever holds this key: refuse it readable by others, as ssh does.
-    if ((st.mode & 0o077) !== 0)
-      throw new RevtunError(
-        "CONFIG",
-        `fleet key ${file} is readable by group or others (mode ${(st.mode & 0o777).toString(8)}): chmod 600 it`,
-      );
-    text = await readFile(file, "utf8");
-  } catch (err) {
-    if (err instanceof RevtunError) throw err;
-    throw new RevtunError("CONFIG", `cannot read fleet key ${file}: ${(err as Error).message}`);
-  }
-  return parseFleetKey(text, file);
+  // Every relay of the fleet trusts whoever holds this key: refuse it readable by others, as ssh does.
+  return parseFleetKey(await readPrivateFile(file, "fleet key"), file);
 }
 
 export function parseFleetKey(text: string, file = "fleet key"): FleetKey {

@@ -11,6 +11,11 @@ export interface RedisTarget {
   host: string;
   port: number;
   db: number;
+  /**
+   * Redis's `requirepass` (AUTH password), never from the URL or argv: the
+   * CLI reads it from --fleet-password-file or REVTUN_FLEET_PASSWORD.
+   */
+  password?: string;
 }
 
 export interface FleetTimings {
@@ -59,8 +64,11 @@ export const FLEET_DEFAULTS: Readonly<FleetTimings> = Object.freeze({
  * silently ignored.
  */
 export function parseFleetUrl(text: string, source = "--fleet"): RedisTarget {
+  // A password in a URL is refused, and not repeated in the error either (it would reach logs).
+  const shown =
+    typeof text === "string" ? text.replace(/^([a-z][a-z0-9+.-]*:\/\/[^/@:]*:)[^/@]*@/i, "$1***@") : text;
   const bad = (why: string) =>
-    new RevtunError("USAGE", `${source} ${describe(text)}: ${why} (expected redis://host:port[/db])`);
+    new RevtunError("USAGE", `${source} ${describe(shown)}: ${why} (expected redis://host:port[/db])`);
   if (typeof text !== "string" || text.trim() === "") throw bad("empty");
   let url: URL;
   try {
@@ -70,7 +78,8 @@ export function parseFleetUrl(text: string, source = "--fleet"): RedisTarget {
   }
   if (url.protocol === "rediss:") throw bad("TLS (rediss://) is not supported yet");
   if (url.protocol !== "redis:") throw bad(`the scheme must be redis://, not ${url.protocol}//`);
-  if (url.username || url.password) throw bad("credentials in the URL are not supported");
+  if (url.username || url.password)
+    throw bad("credentials in the URL are not supported: give the password in a file or the environment");
   if (url.search || url.hash) throw bad("query strings and fragments are not supported");
   const host = url.hostname.startsWith("[") ? url.hostname.slice(1, -1) : url.hostname;
   if (host === "") throw bad("no host");

@@ -20,8 +20,15 @@
  *    pool, fleetKey: fleetKey.privateKey }, { name, port, originAddress,
  *    originPort }), then splice the operator's channel with route.channel.
  *  - shutdown: pool.close(); await registry.close().
- *  - --workers N: forkWorkers({ count: N, exec: the CLI entry, args }) in the
- *    primary; each worker runs the relay with relayId `<id>-w<REVTUN_WORKER_INDEX>`.
+ *  - --workers N: a WorkerSupervisor in the primary (src/cli/relay-workers.ts);
+ *    each worker runs the relay with relayId `<id>-w<REVTUN_WORKER_INDEX>` and
+ *    a peer listener of its own (RelayFleetOptions.peerListen: the shared port
+ *    would hand a peer's hop to any worker), and sends WORKER_READY when it serves.
+ *  - a Redis password (RedisTarget.password): registry.start() probes it first
+ *    (redis-auth.ts) and rejects CONFIG when it is missing or wrong.
+ *  - peers' limits: the fleet key is held to maxPeerSessions and
+ *    maxChannelsPerPeerSession, and connections from members' advertised IP
+ *    addresses skip the per-source pre-auth limits (member.ts isFleetSource).
  */
 export { type FleetKey, isFleetKey, loadFleetKey, parseFleetKey } from "./fleet-key.js";
 export {
@@ -31,7 +38,9 @@ export {
   parseFleetUrl,
   type RedisTarget,
 } from "./fleet-options.js";
+export { loadFleetPassword, readPrivateFile } from "./fleet-secrets.js";
 export { openPeerChannel, type PeerChannelRequest, PeerPool, type PeerPoolOptions } from "./peer-client.js";
+export { authProblem, probeRedisAuth, type RedisAuthProbe } from "./redis-auth.js";
 export {
   FleetRegistry,
   type FleetRegistryEvents,
@@ -45,6 +54,7 @@ export { type FleetRoute, type FleetRouteOptions, type FleetTarget, openViaFleet
 export {
   forkWorkers,
   MAX_WORKERS,
+  WORKER_READY,
   type WorkerEvents,
   WorkerSupervisor,
   type WorkersOptions,

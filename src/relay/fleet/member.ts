@@ -12,8 +12,12 @@
  *    withdrawn when released (cancel, session close, relay closing); the
  *    registry keeps its own table and re-announces it after a Redis outage.
  */
+import net from "node:net";
+import { formatHostPort } from "../../shared/address.js";
 import { fingerprintSha256 } from "../../shared/keys.js";
+import { normalizeIp } from "../address-match.js";
 import type { AuthorizedKey } from "../authorized-keys.js";
+import { sourceOf } from "../session.js";
 import type { FleetKey } from "./fleet-key.js";
 import type { FleetTimings, RedisTarget } from "./fleet-options.js";
 import { PeerPool } from "./peer-client.js";
@@ -34,6 +38,7 @@ export interface FleetMemberOptions {
 export interface FleetMemberEvents {
   degraded(x: { relayId: string; reason: string }): void;
   restored(x: { relayId: string; downMs: number; reannounced: number }): void;
+  passwordUnused(x: { relayId: string; redis: string }): void;
 }
 
 export class FleetMember {
@@ -42,6 +47,8 @@ export class FleetMember {
   readonly relayId: string;
   /** The synthetic authorized_keys line the fleet key authenticates as. */
   readonly peerKey: AuthorizedKey;
+  /** isFleetSource's set, rebuilt after the registry's relays change. */
+  private sources: Set<string> | undefined;
 
   constructor(
     private readonly opts: FleetMemberOptions,
@@ -60,8 +67,17 @@ export class FleetMember {
     });
     this.pool = new PeerPool({ idleMs: opts.timings.peerIdleMs });
     this.registry.on("relayGone", (id) => this.pool.drop(id));
+    this.registry.on("relays", () => {
+      this.sources = undefined;
+    });
     this.registry.on("degraded", (x) => events.degraded({ relayId: this.relayId, reason: x.reason }));
     this.registry.on("restored", (x) => events.restored({ relayId: this.relayId, ...x }));
+    this.registry.on("passwordUnused", () =>
+      events.passwordUnused({
+        relayId: this.relayId,
+        redis: formatHostPort(opts.redis.host, opts.redis.port),
+      }),
+    );
     const blob = opts.fleetKey.publicBlob;
     this.peerKey = {
       line: 0,
@@ -78,6 +94,12 @@ export class FleetMember {
     };
   }
 
+  /** Where peers dial this relay, when only known once listening (a peer listener on port 0). */
+  advertiseAt(address: string): void {
+    this.registry.setAddress(address);
+    this.sources = undefined;
+  }
+
   start(): Promise<void> {
     return this.registry.start();
   }
@@ -85,6 +107,27 @@ export class FleetMember {
   async close(): Promise<void> {
     this.pool.close();
     await this.registry.close();
+  }
+
+  /**
+   * Whether a connection from `source` (session.ts sourceOf) may be a peer
+   * relay dialling in: it is the IP address some live relay of the fleet
+   * advertises (this one too: workers of one machine dial each other from
+   * it). Such connections are not held to the per-source pre-auth limits
+   * (relay.ts admit): a machine of 64 workers dials each relay 64 times at
+   * once after a restart, and 10 per source would refuse 54. Host names in
+   * an advertised address are not resolved: advertise by IP for this.
+   */
+  isFleetSource(source: string): boolean {
+    if (!this.sources) {
+      this.sources = new Set();
+      const self = this.registry.self.address;
+      for (const address of [self, ...this.registry.relays().values()]) {
+        const host = /^\[([^\]]+)\]:\d+$/.exec(address)?.[1] ?? /^([^:]+):\d+$/.exec(address)?.[1];
+        if (host && net.isIP(host)) this.sources.add(sourceOf(normalizeIp(host)));
+      }
+    }
+    return this.sources.has(source);
   }
 
   /** The fleet key's line, when `blob` is the fleet key. */

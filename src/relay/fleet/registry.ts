@@ -37,6 +37,7 @@
 import { EventEmitter } from "node:events";
 import { Redis } from "ioredis";
 import { type FleetTimings, fleetTimings, type RedisTarget } from "./fleet-options.js";
+import { probeRedisAuth, type RedisAuthProbe } from "./redis-auth.js";
 
 /** This relay, as peers see it. */
 export interface RelaySelf {
@@ -73,6 +74,10 @@ export interface FleetRegistryEvents {
   restored: [{ downMs: number; reannounced: number }];
   /** A relay's lease lapsed or it left: close any peer connection to it. */
   relayGone: [relayId: string];
+  /** The live relays (id -> address, this one included) changed; see relays(). */
+  relays: [];
+  /** A password was given and this Redis needs none: it is not sent (redis-auth.ts). */
+  passwordUnused: [];
 }
 
 export interface FleetRegistryOptions {
@@ -111,14 +116,23 @@ redis.call('ZADD', KEYS[3], now, ARGV[5])
 redis.call('PEXPIRE', KEYS[3], ARGV[4])
 return 1`;
 
-/** KEYS relay, names, relays; ARGV leaseTtl, relayId. -1: our lease is gone; else the live relay ids. */
+/**
+ * KEYS relay, names, relays; ARGV leaseTtl, relayId, prefix. -1: our lease
+ * is gone; else the live relays, id then address ('' if its record lapsed).
+ */
 const RENEW = `
 if redis.call('PEXPIRE', KEYS[1], ARGV[1]) == 0 then return -1 end
 redis.call('PEXPIRE', KEYS[2], ARGV[1])
 ${NOW}
 redis.call('ZADD', KEYS[3], now, ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - 100 * tonumber(ARGV[1]))
-return redis.call('ZRANGEBYSCORE', KEYS[3], now - tonumber(ARGV[1]), '+inf')`;
+local ids = redis.call('ZRANGEBYSCORE', KEYS[3], now - tonumber(ARGV[1]), '+inf')
+local out = {}
+for i = 1, #ids do
+  out[#out + 1] = ids[i]
+  out[#out + 1] = redis.call('HGET', ARGV[3] .. 'relay:' .. ids[i], 'address') or ''
+end
+return out`;
 
 /** KEYS holders:<key>; ARGV prefix, field, max. Live holders newest first; dead index entries removed. */
 const HOLDERS = `
@@ -151,6 +165,7 @@ export class FleetRegistry extends EventEmitter<FleetRegistryEvents> {
   readonly self: RelaySelf;
   readonly timings: FleetTimings;
   private readonly prefix: string;
+  private readonly target: RedisTarget;
   private readonly redis: ScriptedRedis;
   /** key -> sessionId -> hold; the newest hold of a key is the one in Redis. */
   private readonly local = new Map<string, Map<string, LocalHold>>();
@@ -160,7 +175,8 @@ export class FleetRegistry extends EventEmitter<FleetRegistryEvents> {
   private rebuilding: Promise<boolean> | undefined;
   private rebuildAgain = false;
   private closed = false;
-  private liveRelays = new Set<string>();
+  /** Relay id -> advertised address, as of the last renewal; kept while Redis is down. */
+  private liveRelays = new Map<string, string>();
   private touchCursor = 0;
   /** 'degraded' is emitted once per outage, including one that starts before the first connection. */
   private reportedDown = false;
@@ -172,7 +188,9 @@ export class FleetRegistry extends EventEmitter<FleetRegistryEvents> {
     this.self = { ...opts.self };
     this.timings = fleetTimings(opts.timings);
     this.prefix = opts.prefix ?? "revtun:";
+    this.target = { ...opts.redis };
     const t = this.timings;
+    // No password here: start() sets it once the probe says Redis wants it.
     this.redis = new Redis({
       host: opts.redis.host,
       port: opts.redis.port,
@@ -197,6 +215,15 @@ export class FleetRegistry extends EventEmitter<FleetRegistryEvents> {
     this.redis.on("ready", () => void this.rebuild());
   }
 
+  /**
+   * Changes where peers are told to dial this relay, before start(): a relay
+   * whose peer listener binds an ephemeral port learns the port only then.
+   */
+  setAddress(address: string): void {
+    if (this.timer || this.closed) throw new Error("the fleet registry's address is set before start()");
+    this.self.address = address;
+  }
+
   /** Whether Redis answered the last command. */
   get healthy(): boolean {
     return this.up;
@@ -205,10 +232,22 @@ export class FleetRegistry extends EventEmitter<FleetRegistryEvents> {
   /**
    * Connects and starts renewing. Resolves once this relay's record is in
    * Redis, or after connectTimeoutMs with Redis unreachable (then 'degraded'
-   * has been emitted and reconnecting goes on): never rejects.
+   * has been emitted and reconnecting goes on). Rejects only when Redis
+   * refuses the credentials (a missing or wrong password: RevtunError
+   * CONFIG, see redis-auth.ts), and the registry is closed then.
    */
   async start(): Promise<void> {
     if (this.timer || this.closed) return;
+    let probe: RedisAuthProbe;
+    try {
+      probe = await probeRedisAuth(this.target, this.timings);
+    } catch (err) {
+      await this.close({ withdraw: false });
+      throw err;
+    }
+    if (this.closed) return;
+    if (probe === "password-unused") this.emit("passwordUnused");
+    else if (this.target.password !== undefined) this.redis.options.password = this.target.password;
     this.timer = setInterval(() => void this.renew(), this.timings.renewIntervalMs);
     this.timer.unref();
     const ready = new Promise<void>((resolve) => {
@@ -224,6 +263,8 @@ export class FleetRegistry extends EventEmitter<FleetRegistryEvents> {
     });
     this.redis.connect().catch((err: Error) => this.failed(err));
     await ready;
+    // Learn the other relays now, not a renewal from now (the relay's fleet sources, member.ts).
+    if (this.up) await this.renew();
   }
 
   /**
@@ -295,6 +336,15 @@ export class FleetRegistry extends EventEmitter<FleetRegistryEvents> {
       this.failed(err as Error);
       return own();
     }
+  }
+
+  /**
+   * The relays whose lease was live at the last renewal, id -> the address
+   * peers dial ('' when its record lapsed meanwhile); this one included.
+   * With Redis down, the last answer.
+   */
+  relays(): ReadonlyMap<string, string> {
+    return this.liveRelays;
   }
 
   /** The names this relay holds, as it would re-announce them. */
@@ -387,6 +437,7 @@ export class FleetRegistry extends EventEmitter<FleetRegistryEvents> {
         this.k("relays"),
         this.timings.leaseTtlMs,
         id,
+        this.prefix,
       );
       for (const key of this.touchBatch()) p.pexpire(this.k(`holders:${key}`), this.timings.indexTtlMs);
       const results = (await p.exec()) ?? [];
@@ -414,10 +465,16 @@ export class FleetRegistry extends EventEmitter<FleetRegistryEvents> {
     return out.length < batch ? out.concat(keys.slice(0, batch - out.length)) : out;
   }
 
-  private sawRelays(live: string[]): void {
-    const now = new Set(live);
-    for (const id of this.liveRelays) if (!now.has(id)) this.emit("relayGone", id);
+  private sawRelays(flat: string[]): void {
+    const now = new Map<string, string>();
+    for (let i = 0; i + 1 < flat.length; i += 2) now.set(flat[i] as string, flat[i + 1] as string);
+    let changed = now.size !== this.liveRelays.size;
+    for (const [id, address] of this.liveRelays) {
+      if (!now.has(id)) this.emit("relayGone", id);
+      if (now.get(id) !== address) changed = true;
+    }
     this.liveRelays = now;
+    if (changed) this.emit("relays");
   }
 
   private failed(err: Error): void {

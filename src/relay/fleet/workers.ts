@@ -31,8 +31,13 @@ export interface WorkersOptions {
   backoff?: { initialMs?: number; maxMs?: number; resetAfterMs?: number };
 }
 
+/** What a worker sends the primary (process.send) once its relay serves: the supervisor's 'ready'. */
+export const WORKER_READY = Object.freeze({ revtun: "relay-ready" });
+
 export interface WorkerEvents {
   started: [{ index: number; pid: number }];
+  /** A worker sent WORKER_READY: its relay listens and has joined the fleet. */
+  ready: [{ index: number; pid: number }];
   /** A worker's server is listening (cluster's 'listening'). */
   listening: [{ index: number; pid: number; port: number }];
   /** A worker exited; restartInMs is undefined when stopping. */
@@ -85,6 +90,11 @@ export class WorkerSupervisor extends EventEmitter<WorkerEvents> {
     return this.slots.map((s) => s.worker?.process.pid);
   }
 
+  /** Sends `signal` to every live worker (the primary passes SIGHUP on: reload authorized_keys). */
+  signal(signal: NodeJS.Signals): void {
+    for (const slot of this.slots) if (slot.worker && !slot.worker.isDead()) slot.worker.process.kill(signal);
+  }
+
   /** SIGTERM to every worker, SIGKILL after graceMs; resolves when all have exited. */
   async stop(graceMs = 5000): Promise<void> {
     this.stopping = true;
@@ -122,6 +132,10 @@ export class WorkerSupervisor extends EventEmitter<WorkerEvents> {
     const pid = w.process.pid ?? -1;
     this.emit("started", { index, pid });
     w.on("listening", (addr) => this.emit("listening", { index, pid, port: addr.port }));
+    w.on("message", (m: unknown) => {
+      if ((m as { revtun?: unknown } | null)?.revtun === WORKER_READY.revtun)
+        this.emit("ready", { index, pid });
+    });
     // A worker's IPC errors (it died mid-message) are followed by 'exit'; do not let them throw here.
     w.on("error", () => {});
     w.once("exit", (code, signal) => {
