@@ -65,6 +65,8 @@ const SSH_DISCONNECT_PROTOCOL_ERROR = 2;
 const RAMP_SAMPLE = 256 * 1024;
 /** One round-trip probe a second at most, per connection, and only while managed channels drain. */
 const PROBE_EVERY_MS = 1_000;
+/** Round-trip probes sent back to back when a session starts (prober()). */
+const INITIAL_PROBES = 3;
 /** The minimum round trip is forgotten after this long (a path can get slower). */
 const RTT_MEMORY_MS = 10_000;
 /**
@@ -555,13 +557,20 @@ function follow(ch: ChannelInternals, m: Managed): void {
   const rtt = session.rtt;
   if (rtt === undefined) return;
   const drained = m.received - ch.readableLength;
-  if (m.ramping) ramp(m, drained, rtt, now);
+  // Bytes waiting for the consumer: the window is not what limits the flow,
+  // and a bigger one only moves the queue into the sender. On loopback
+  // (the agent's Node slower than sshd) growing anyway took windows to
+  // 10-15 MiB, sshd's output buffer with them, and sshd to 86% CPU: 256 MiB
+  // uploads fell to 0.25-0.55 of ssh in one run in three.
+  const consumerBound = ch.readableLength * 4 > m.window;
+  if (m.ramping && !consumerBound) ramp(m, drained, rtt, now);
   const elapsed = now - m.t0;
   // Date.now() ticks in ms: measure over at least 5 of them.
   if (elapsed < Math.max(rtt, 5)) return;
   const perRtt = ((drained - m.drained0) * rtt) / elapsed;
   m.t0 = now;
   m.drained0 = drained;
+  if (consumerBound) return;
   // Twice what was drained in a round trip; four times while the window was
   // the limit (the peer was sent most of it), so a path of 16 MiB per round
   // trip is reached in two round trips instead of three (64 MiB uploads at
@@ -636,7 +645,8 @@ function prober(owner: OwnerInternals, session: SessionState): (() => void) | un
   }
   const replies = queue;
   let outstanding = false;
-  return () => {
+  let samples = 0;
+  const probe = () => {
     if (outstanding) return;
     outstanding = true;
     const sent = performance.now();
@@ -650,9 +660,14 @@ function prober(owner: OwnerInternals, session: SessionState): (() => void) | un
         session.rtt = sample;
         session.rttAt = now;
       }
+      // The first reply comes while the server is still busy setting the
+      // session up (3.2 ms on loopback against sshd, where the path is
+      // 0.1 ms): three back to back, and the minimum is the round trip.
+      if (++samples < INITIAL_PROBES) probe();
     });
     ping.call(proto);
   };
+  return probe;
 }
 
 /** Moves a channel's window toward `target` as far as the budgets allow. */
