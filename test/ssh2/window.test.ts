@@ -338,7 +338,8 @@ describe("receive windows", () => {
     const proxy = await DelayProxy.start(f.port, 20);
     try {
       const c = await login(proxy.port);
-      const first = await download(c, 16 * MiB);
+      // Long enough for round trips measured at full window (what a session learns from), not only the first.
+      const first = await download(c, 48 * MiB);
       assert.ok(first.same, "first download hash");
       assert.ok(first.maxWindow > SSH2_WINDOW, `first window stayed at ${first.maxWindow}`);
 
