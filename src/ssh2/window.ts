@@ -34,9 +34,13 @@
  *   behind bulk data overstates it). Each round trip, W becomes at least
  *   twice the bytes drained in it, as Linux's receive-buffer autotuning
  *   does: a window-limited stream drains W per round trip, so W doubles
- *   until the path, the consumer or the cap is the limit. W halves back
- *   toward 2 MiB when the consumer is the bottleneck (half of W waits
- *   undrained): a slow consumer does not need a big window;
+ *   until the path, the consumer or the cap is the limit. W does not grow
+ *   while the consumer holds a quarter of it, and halves back toward 2 MiB
+ *   when half of W waits undrained: a slow consumer does not need a big
+ *   window. W halves toward twice the need when two round trips in a row
+ *   drained less than half of it: surplus credit only queues in front of
+ *   the session's other channels (head-of-line). Under a 4 ms round trip
+ *   (GROW_MIN_RTT_MS) W stays at 2 MiB: it is never the limit there;
  * - W is capped at 16 MiB, 15 MiB toward OpenSSH >= 8.8 (HPN-SSH found
  *   larger windows pathological there), and every byte of W above 2 MiB is
  *   reserved from a per-session (64 MiB) and a process-wide (256 MiB)
