@@ -17,17 +17,9 @@ import ssh2 from "ssh2";
 import { Revtun } from "../helpers/cli.js";
 import { ed, reach, sleep } from "../helpers/fleet.js";
 import { echoServer, type Listening, random } from "../helpers/net.js";
+import { alive } from "../helpers/proc.js";
 import { RedisServer } from "../helpers/redis.js";
 import { freePort } from "../helpers/sshd.js";
-
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 /** Worker index -> pid, from the primary's "worker N started, pid P" lines (the latest per index). */
 function workerPids(stderr: string): Map<number, number> {

@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { describe, test } from "node:test";
 import { forkWorkers, type WorkerEvents } from "../../src/relay/fleet/workers.js";
 import { waitFor } from "../helpers/net.js";
+import { alive } from "../helpers/proc.js";
 import { freePort } from "../helpers/sshd.js";
 
 /** Connects to the shared port and reads the pid of the worker that answered. */
@@ -32,15 +33,6 @@ function whoAnswers(port: number): Promise<number> {
     });
   });
 }
-
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 describe("relay workers (node:cluster mechanics)", () => {
   test("N workers share one port; a killed worker is replaced, with backoff when it dies again", async () => {

@@ -74,6 +74,15 @@ describe("receive windows", () => {
     return c;
   }
 
+  /** Ends `c` and waits (at most 2.5 s) for every window reservation to be given back. */
+  async function closeAndCheckReservations(c: Client): Promise<void> {
+    const gone = new Promise<void>((r) => c.once("close", () => r()));
+    c.end();
+    await withTimeout(gone, 5_000, "client close");
+    for (let i = 0; i < 50 && reservedWindowBytes() > 0; i++) await sleep(50);
+    assert.equal(reservedWindowBytes(), 0);
+  }
+
   /** Binds a relay port for `c`; resolves with it and the next forwarded channel. */
   async function forwarded(c: Client): Promise<{ user: net.Socket; channel: ClientChannel }> {
     const port = await new Promise<number>((resolve, reject) =>
@@ -228,11 +237,7 @@ describe("receive windows", () => {
       assert.ok(maxReserved > 0, "the relay's window never grew");
       assert.ok(reservedWindowBytes() <= DEFAULT_WINDOW_POLICY.processBudget);
       // Closing the connection gives every reservation back.
-      const gone = new Promise<void>((r) => c.once("close", () => r()));
-      c.end();
-      await withTimeout(gone, 5_000, "client close");
-      for (let i = 0; i < 50 && reservedWindowBytes() > 0; i++) await sleep(50);
-      assert.equal(reservedWindowBytes(), 0);
+      await closeAndCheckReservations(c);
     } finally {
       await proxy.close();
     }
@@ -429,11 +434,7 @@ describe("receive windows", () => {
         reservedWindowBytes() <= before,
         `reserved ${reservedWindowBytes()} > ${before} after a refused open`,
       );
-      const gone = new Promise<void>((r) => c.once("close", () => r()));
-      c.end();
-      await withTimeout(gone, 5_000, "client close");
-      for (let i = 0; i < 50 && reservedWindowBytes() > 0; i++) await sleep(50);
-      assert.equal(reservedWindowBytes(), 0);
+      await closeAndCheckReservations(c);
     } finally {
       await proxy.close();
     }
