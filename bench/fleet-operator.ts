@@ -171,26 +171,28 @@ export async function sweep(ops: Operator[], jobs: Job[], inFlight = SWEEP_IN_FL
 }
 
 /**
- * Sweeps `jobs`, then only the failed ones again every 100 ms until none
+ * Sweeps `jobs`, then only the failed ones again every `pauseMs` until none
  * fails or `ms` passes: resolves with the time until the last one succeeded
- * (from the call), or NaN when some still fail at the end.
+ * (from the call), or NaN when some still fail at the end, and how many
+ * failed in each round.
  */
 export async function sweepUntilAllSucceed(
   ops: Operator[],
   jobs: Job[],
   ms: number,
-): Promise<{ ms: number; rounds: number; stillFailing: number }> {
+  pauseMs = 100,
+): Promise<{ ms: number; failedPerRound: number[]; stillFailing: number }> {
   const t0 = performance.now();
   let pending = jobs;
-  let rounds = 0;
+  const failedPerRound: number[] = [];
   while (pending.length > 0 && performance.now() - t0 < ms) {
-    rounds++;
     pending = (await sweep(ops, pending)).failed;
-    if (pending.length > 0) await sleep(100);
+    failedPerRound.push(pending.length);
+    if (pending.length > 0) await sleep(pauseMs);
   }
   return {
     ms: pending.length === 0 ? performance.now() - t0 : Number.NaN,
-    rounds,
+    failedPerRound,
     stillFailing: pending.length,
   };
 }

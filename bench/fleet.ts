@@ -1,8 +1,8 @@
 /**
  * `npm run bench -- --fleet`: N devices (ssh2 client sessions in this
- * process, one ed25519 key each, each binding the name dev<i>:22) against
- * one `bin/revtun relay` and against a fleet of three sharing a real
- * redis-server (test/helpers/redis.ts). Per setup:
+ * process, one ed25519 key each, each binding the name dev<i>:22; see
+ * fleet-parties.ts) against one `bin/revtun relay` and against a fleet of
+ * three sharing a real redis-server (test/helpers/redis.ts). Per setup:
  *
  *   sessions     sessions held (devices bound) after the connect phase
  *   RSS/session  relay RSS growth over the phase / sessions, summed over relays
@@ -11,12 +11,17 @@
  *   kill -9      (fleet only) kill -9 one member: time until every device is bound again
  *                (its devices fail over to the next member in their list)
  *
- * Devices reconnect on loss after 100-300 ms (jittered), to the next relay in
- * their list when one refuses. Handshakes are paced at HANDSHAKES in flight
- * and devices use 127.0.0.x source addresses, so the relays' per-source
- * MaxStartups (10) does not refuse the bench itself.
+ * Then the multi-homed scenario (fleet-multihomed.ts): every device on two
+ * of three relays, every name opened through every relay by an operator
+ * (fleet-operator.ts), a member's kill -9, Redis stopped twice, and the
+ * registry checked against the live sessions (fleet-audit.ts). Prints the
+ * tables and writes fleet-results.json; exits non-zero, naming each, when
+ * a count that must be zero is not (a failed open, a stale registry entry,
+ * routing not back within 10 s of Redis).
  *
  *   --fleet-devices N   devices (default 200; 1000 for the full figure)
+ *   --fleet-only a,b    some of: sessions multihomed (default both)
+ *   --out DIR           where fleet-results.json goes (default bench/)
  */
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os, { tmpdir } from "node:os";

@@ -143,7 +143,7 @@ describe("relays of one fleet reach each other's devices", () => {
     for (let i = 0; i < 40 && (await once().catch((e: Error) => e.message)) !== "hello from device42"; i++)
       await sleep(50);
     // One connection after another, each carried over B's one pooled SSH connection to A: with
-    // Nagle on it, each channel open waited 41-45 ms for the ACK of the previous close.
+    // Nagle on it, each channel open waited 42-47 ms for the ACK of the previous close.
     const ms: number[] = [];
     for (let i = 0; i < 12; i++) {
       const t0 = performance.now();
