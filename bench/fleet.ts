@@ -1,8 +1,8 @@
 /**
  * `npm run bench -- --fleet`: N devices (ssh2 client sessions in this
- * process, one ed25519 key each, each binding the name dev<i>:22) against
- * one `bin/revtun relay` and against a fleet of three sharing a real
- * redis-server (test/helpers/redis.ts). Per setup:
+ * process, one ed25519 key each, each binding the name dev<i>:22; see
+ * fleet-parties.ts) against one `bin/revtun relay` and against a fleet of
+ * three sharing a real redis-server (test/helpers/redis.ts). Per setup:
  *
  *   sessions     sessions held (devices bound) after the connect phase
  *   RSS/session  relay RSS growth over the phase / sessions, summed over relays
@@ -11,152 +11,96 @@
  *   kill -9      (fleet only) kill -9 one member: time until every device is bound again
  *                (its devices fail over to the next member in their list)
  *
- * Devices reconnect on loss after 100-300 ms (jittered), to the next relay in
- * their list when one refuses. Handshakes are paced at HANDSHAKES in flight
- * and devices use 127.0.0.x source addresses, so the relays' per-source
- * MaxStartups (10) does not refuse the bench itself.
+ * Then the multi-homed scenario (fleet-multihomed.ts): every device on two
+ * of three relays, every name opened through every relay by an operator
+ * (fleet-operator.ts), a member's kill -9, Redis stopped twice, and the
+ * registry checked against the live sessions (fleet-audit.ts). Prints the
+ * tables and writes fleet-results.json; exits non-zero, naming each, when
+ * a count that must be zero is not (a failed open, a stale registry entry,
+ * routing not back within 10 s of Redis).
  *
  *   --fleet-devices N   devices (default 200; 1000 for the full figure)
+ *   --fleet-only a,b    some of: sessions multihomed (default both)
+ *   --out DIR           where fleet-results.json goes (default bench/)
  */
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import ssh2 from "ssh2";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import os, { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 import { Revtun } from "../test/helpers/cli.js";
 import { rssKiB } from "../test/helpers/proc.js";
 import { RedisServer } from "../test/helpers/redis.js";
 import { freePort } from "../test/helpers/sshd.js";
+import { type MultiHomedFigures, multiHomed, multiHomedTable, type RelayProc } from "./fleet-multihomed.js";
+import { Device, goodKey, sleep, waitUntil } from "./fleet-parties.js";
 import { cpuMs } from "./tunnels.js";
 
-const { Client, utils } = ssh2;
-const HANDSHAKES = 16;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const HERE = dirname(fileURLToPath(import.meta.url));
+const PARTS = ["sessions", "multihomed"] as const;
+const log = (s: string) => process.stderr.write(`${s}\n`);
 
-let inFlight = 0;
-const waiters: (() => void)[] = [];
-async function slot(): Promise<() => void> {
-  while (inFlight >= HANDSHAKES) await new Promise<void>((r) => waiters.push(r));
-  inFlight++;
-  return () => {
-    inFlight--;
-    waiters.shift()?.();
+interface FleetOptions {
+  n: number;
+  only: (typeof PARTS)[number][];
+  out: string;
+}
+
+export function parseFleetOptions(argv: string[]): FleetOptions {
+  const o: FleetOptions = { n: 200, only: [...PARTS], out: HERE };
+  const value = (flag: string) => {
+    const i = argv.indexOf(flag);
+    return i >= 0 ? argv[i + 1] : undefined;
   };
-}
-
-class Device {
-  bound = false;
-  private client: InstanceType<typeof Client> | undefined;
-  private stopped = false;
-  private at = 0;
-  constructor(
-    readonly index: number,
-    private readonly key: string,
-    /** Relay ports, preferred first. */
-    private readonly ports: number[],
-  ) {}
-
-  start(): Promise<void> {
-    return this.connect();
+  const n = value("--fleet-devices");
+  if (n !== undefined) {
+    o.n = Number(n);
+    if (!Number.isInteger(o.n) || o.n < 1 || o.n > 5000)
+      throw new Error(`--fleet-devices ${n}: expected 1-5000`);
   }
-
-  stop(): void {
-    this.stopped = true;
-    this.client?.end();
+  const only = value("--fleet-only");
+  if (only !== undefined) {
+    const bad = only.split(",").find((p) => !(PARTS as readonly string[]).includes(p));
+    if (bad !== undefined || only === "")
+      throw new Error(`--fleet-only ${only}: expected some of ${PARTS.join(",")}`);
+    o.only = only.split(",") as FleetOptions["only"];
   }
-
-  private async connect(): Promise<void> {
-    if (this.stopped) return;
-    const release = await slot();
-    const port = this.ports[this.at % this.ports.length] as number;
-    const c = new Client();
-    this.client = c;
-    let done = false;
-    const ok = await new Promise<boolean>((resolve) => {
-      const fin = (v: boolean) => {
-        if (done) return;
-        done = true;
-        release();
-        resolve(v);
-      };
-      c.on("error", () => fin(false));
-      c.on("close", () => {
-        fin(false);
-        if (this.client === c) this.lost();
-      });
-      c.on("tcp connection", (_i, accept) => {
-        const ch = accept();
-        ch.pipe(ch);
-      });
-      c.once("ready", () =>
-        c.forwardIn(`dev${this.index}`, 22, (err) => {
-          if (err) c.end();
-          fin(!err);
-        }),
-      );
-      c.connect({
-        host: "127.0.0.1",
-        port,
-        localAddress: `127.0.0.${2 + (this.index % 200)}`,
-        username: "dev",
-        privateKey: this.key,
-        readyTimeout: 5000,
-        keepaliveInterval: 0,
-      });
-    });
-    if (ok) this.bound = true;
-    else if (!this.stopped) this.at++; // the next relay in the list on the next try
-  }
-
-  private lost(): void {
-    this.bound = false;
-    if (this.stopped) return;
-    setTimeout(() => void this.connect(), 100 + Math.random() * 200);
-  }
-}
-
-interface RelayProc {
-  id: string;
-  port: number;
-  proc: Revtun;
-}
-
-async function waitUntil(cond: () => boolean, ms: number, what: string): Promise<number> {
-  const t0 = performance.now();
-  while (!cond()) {
-    if (performance.now() - t0 > ms) throw new Error(`${what}: not within ${ms} ms`);
-    await sleep(20);
-  }
-  return performance.now() - t0;
+  const out = value("--out");
+  if (out !== undefined) o.out = resolve(out);
+  return o;
 }
 
 /**
- * ssh2 1.17's generateKeyPairSync("ed25519") now and then writes a private
- * key its own parser calls malformed (1 in ~70 here); draw again.
+ * Two links a device and an operator session a relay, on top of Node's own:
+ * 2N + 200 descriptors in this process (the relays inherit the same limit).
  */
-function goodKey(): { private: string; public: string } {
-  for (let i = 0; i < 10; i++) {
-    const k = utils.generateKeyPairSync("ed25519");
-    if (!(utils.parseKey(k.private) instanceof Error)) return k;
-  }
-  throw new Error("ssh2 generated 10 unreadable ed25519 keys in a row");
+function checkDescriptors(n: number): void {
+  const m = /^Max open files\s+(\d+|unlimited)/m.exec(readFileSync("/proc/self/limits", "utf8"));
+  const soft = m?.[1] === "unlimited" ? Number.POSITIVE_INFINITY : Number(m?.[1] ?? Number.NaN);
+  const need = 2 * n + 200;
+  if (soft < need)
+    throw new Error(
+      `--fleet-devices ${n} needs ${need} open files in this process; the limit is ${soft} (raise it: ulimit -n ${need})`,
+    );
 }
 
 export async function fleet(argv: string[]): Promise<void> {
-  const i = argv.indexOf("--fleet-devices");
-  const n = i >= 0 ? Number(argv[i + 1]) : 200;
-  if (!Number.isInteger(n) || n < 1 || n > 5000)
-    throw new Error(`--fleet-devices ${argv[i + 1]}: expected 1-5000`);
+  const o = parseFleetOptions(argv);
+  const n = o.n;
+  checkDescriptors(n);
+  const began = performance.now();
   const dir = mkdtempSync(join(tmpdir(), "revtun-bench-fleet-"));
   const redis = await RedisServer.start();
   const procs: RelayProc[] = [];
   const devices: Device[] = [];
   try {
     const keys = Array.from({ length: n }, () => goodKey());
+    const operator = goodKey();
     const keysFile = join(dir, "authorized_keys");
-    writeFileSync(
-      keysFile,
-      keys.map((k, j) => `restrict,port-forwarding,permitlisten="dev${j}:22" ${k.public} dev${j}\n`).join(""),
+    const lines = keys.map(
+      (k, j) => `restrict,port-forwarding,permitlisten="dev${j}:22" ${k.public} dev${j}\n`,
     );
+    lines.push(`restrict,permitopen="dev*:22" ${operator.public} operator\n`);
+    writeFileSync(keysFile, lines.join(""));
     const fleetFile = join(dir, "fleet_key");
     writeFileSync(fleetFile, goodKey().private, { mode: 0o600 });
     const startRelay = async (id: string, port: number, inFleet: boolean): Promise<RelayProc> => {
@@ -174,7 +118,8 @@ export async function fleet(argv: string[]): Promise<void> {
       return { id, port, proc };
     };
     const rows: Record<string, string>[] = [];
-    for (const setup of ["one relay", "fleet of 3"] as const) {
+    for (const setup of o.only.includes("sessions") ? (["one relay", "fleet of 3"] as const) : []) {
+      log(`fleet bench: ${setup}, ${n} devices`);
       const inFleet = setup !== "one relay";
       const ids = inFleet ? ["a", "b", "c"] : ["solo"];
       const relays: RelayProc[] = [];
@@ -230,9 +175,45 @@ export async function fleet(argv: string[]): Promise<void> {
       for (const d of mine) d.stop();
       await Promise.all(relays.map((r) => r.proc.stop("SIGTERM")));
     }
-    const cols = Object.keys(rows[0] ?? {});
-    console.log(cols.join(" | "));
-    for (const r of rows) console.log(cols.map((c) => r[c]).join(" | "));
+    if (rows.length > 0) {
+      const cols = Object.keys(rows[0] ?? {});
+      console.log(cols.join(" | "));
+      for (const r of rows) console.log(cols.map((c) => r[c]).join(" | "));
+    }
+    let scenario: { result: MultiHomedFigures; problems: string[] } | undefined;
+    if (o.only.includes("multihomed")) {
+      log(`fleet bench: multi-homed, ${n} devices on two relays each of three`);
+      scenario = await multiHomed({
+        n,
+        keys,
+        operatorKey: operator.private,
+        redis,
+        startRelay: (id, port) => startRelay(id, port, true),
+        procs,
+        devices,
+      });
+      console.log(`\n${multiHomedTable(scenario.result)}`);
+    }
+    const result = {
+      date: new Date().toISOString(),
+      machine: {
+        cpu: os.cpus()[0]?.model ?? "unknown",
+        cores: os.cpus().length,
+        node: process.version,
+        loadavgAtEnd: os.loadavg(),
+      },
+      config: { devices: n, parts: o.only, elapsedSeconds: Math.round((performance.now() - began) / 1000) },
+      sessions: rows,
+      ...(scenario ? { multihomed: scenario.result, problems: scenario.problems } : {}),
+    };
+    mkdirSync(o.out, { recursive: true });
+    const file = join(o.out, "fleet-results.json");
+    writeFileSync(file, `${JSON.stringify(result, null, 2)}\n`);
+    log(`wrote ${file}`);
+    if (scenario && scenario.problems.length > 0)
+      throw new Error(
+        `the fleet scenario counted ${scenario.problems.length} thing(s) that must be zero:\n  ${scenario.problems.join("\n  ")}`,
+      );
   } finally {
     for (const d of devices) d.stop();
     await Promise.all(procs.map((p) => p.proc.stop("SIGKILL", 5000)));

@@ -20,7 +20,8 @@
  *   --floor            a third table: ssh against bench/ssh2-floor.mjs, a bare ssh2
  *                      forwarder (bulk and HTTP only): what Node + ssh2 cost by themselves
  *   --wan [MS,...]     instead: the tunnels over a simulated WAN (bench/wan.ts, its own flags)
- *   --fleet            instead: N devices on one relay and on a fleet of three (bench/fleet.ts)
+ *   --fleet            instead: N devices on one relay and on a fleet of three, and on two relays
+ *                      each of three with operators through every relay (bench/fleet.ts, its own flags)
  *
  * The local service and the remote client run in their own processes
  * (bench/peer.ts), ab in its own; this process only orchestrates and reads

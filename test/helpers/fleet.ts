@@ -28,6 +28,8 @@ export function connect(port: number, privateKey: string, user = "t"): Promise<C
     }, 5000);
     c.once("ready", () => {
       clearTimeout(t);
+      // As revtun's agent does: with ssh2's default (Nagle on) a small reply waits ~40 ms for a delayed ACK.
+      c.setNoDelay(true);
       resolve(c);
     });
     c.once("error", (err) => {

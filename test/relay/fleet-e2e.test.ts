@@ -106,6 +106,57 @@ describe("relays of one fleet reach each other's devices", () => {
     await Promise.all([a.close(), b.close(), c.close()]);
   });
 
+  test("operator connections one after another over the pooled peer hop are not held by a delayed ACK", async () => {
+    const [a, b] = await fleetOf(2);
+    assert.ok(a && b);
+    // A device whose service speaks first and closes first (a banner, an HTTP/1.0 reply): the
+    // last packet of each connection on B's SSH connection to A is B's channel close, which A
+    // answers with nothing but a (delayed) ACK.
+    const d = await connect(portOf(a), dev.private);
+    clients.push(d);
+    d.on("tcp connection", (_info, accept) => accept().end("hello from device42"));
+    await new Promise<void>((resolve, reject) =>
+      d.forwardIn("device42", 22, (err) => (err ? reject(err) : resolve())),
+    );
+    const opc = await connect(portOf(b), op.private);
+    clients.push(opc);
+    const once = () =>
+      new Promise<string>((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error("no reply and EOF within 5 s")), 5000);
+        opc.forwardOut("192.0.2.9", 4000, "device42", 22, (err, ch) => {
+          if (err) {
+            clearTimeout(t);
+            reject(err);
+            return;
+          }
+          let text = "";
+          ch.on("data", (x: Buffer) => {
+            text += x.toString();
+          });
+          ch.once("end", () => ch.close());
+          ch.once("close", () => {
+            clearTimeout(t);
+            resolve(text);
+          });
+        });
+      });
+    for (let i = 0; i < 40 && (await once().catch((e: Error) => e.message)) !== "hello from device42"; i++)
+      await sleep(50);
+    // One connection after another, each carried over B's one pooled SSH connection to A: with
+    // Nagle on it, each channel open waited 42-47 ms for the ACK of the previous close.
+    const ms: number[] = [];
+    for (let i = 0; i < 12; i++) {
+      const t0 = performance.now();
+      assert.equal(await once(), "hello from device42");
+      ms.push(performance.now() - t0);
+    }
+    ms.sort((x, y) => x - y);
+    const median = ms[Math.floor(ms.length / 2)] as number;
+    console.log(`# a connection over the peer hop, one after another: median ${median.toFixed(1)} ms of 12`);
+    assert.ok(median < 20, `median ${median.toFixed(1)} ms: ${ms.map((x) => x.toFixed(1)).join(" ")}`);
+    await Promise.all([a.close(), b.close()]);
+  });
+
   test("a peer is refused what it was not given: forwarding, and routing a name on", async () => {
     const [a, b] = await fleetOf(2);
     assert.ok(a && b);

@@ -239,6 +239,11 @@ export class PeerPool {
             return seen === req.hostKeyFingerprint;
           },
         });
+        // ssh2's client leaves Nagle on. This one connection carries every operator's channel to
+        // the peer, and when the far side closes first its last packet is our CHANNEL_CLOSE, which
+        // the peer answers only with a delayed ACK: the next CHANNEL_OPEN then waited 42-47 ms for
+        // it (bench/fleet.ts, test/relay/fleet-e2e.test.ts). The relay's own sockets are noDelay.
+        client.setNoDelay(true);
       } catch (err) {
         // A malformed fleet key is thrown synchronously by ssh2.
         reject(fail(`cannot use the fleet key: ${(err as Error).message}`, "error", err));
