@@ -24,7 +24,7 @@
  *   --out DIR           where fleet-results.json goes (default bench/)
  */
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import os, { tmpdir } from "node:os";
+import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Revtun } from "../test/helpers/cli.js";
@@ -33,6 +33,7 @@ import { RedisServer } from "../test/helpers/redis.js";
 import { freePort } from "../test/helpers/sshd.js";
 import { type MultiHomedFigures, multiHomed, multiHomedTable, type RelayProc } from "./fleet-multihomed.js";
 import { Device, goodKey, sleep, waitUntil } from "./fleet-parties.js";
+import { machineInfo } from "./report.js";
 import { cpuMs } from "./tunnels.js";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -196,12 +197,7 @@ export async function fleet(argv: string[]): Promise<void> {
     }
     const result = {
       date: new Date().toISOString(),
-      machine: {
-        cpu: os.cpus()[0]?.model ?? "unknown",
-        cores: os.cpus().length,
-        node: process.version,
-        loadavgAtEnd: os.loadavg(),
-      },
+      machine: machineInfo(),
       config: { devices: n, parts: o.only, elapsedSeconds: Math.round((performance.now() - began) / 1000) },
       sessions: rows,
       ...(scenario ? { multihomed: scenario.result, problems: scenario.problems } : {}),

@@ -1,4 +1,15 @@
 /** Medians, ratios, the printed table and the SVG chart. */
+import os from "node:os";
+
+/** The machine a result was measured on, as every bench's JSON records it. */
+export function machineInfo(): { cpu: string; cores: number; node: string; loadavgAtEnd: number[] } {
+  return {
+    cpu: os.cpus()[0]?.model ?? "unknown",
+    cores: os.cpus().length,
+    node: process.version,
+    loadavgAtEnd: os.loadavg(),
+  };
+}
 /** The two things compared: [baseline, candidate], e.g. ["ssh", "revtun"]; ratio = candidate/baseline. */
 export type Labels = [string, string];
 

@@ -28,13 +28,13 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
-import os, { tmpdir } from "node:os";
+import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { freePort, keygen, Sshd, sshBanner } from "../test/helpers/sshd.js";
 import type { ClientReady, ServiceReady } from "./peer.js";
 import { PeerProcess } from "./peer-process.js";
-import { fmt, median } from "./report.js";
+import { fmt, machineInfo, median } from "./report.js";
 import {
   CIPHER,
   cpuMs,
@@ -430,10 +430,7 @@ export async function wan(argv: string[]): Promise<void> {
     const result = {
       date: new Date().toISOString(),
       machine: {
-        cpu: os.cpus()[0]?.model ?? "unknown",
-        cores: os.cpus().length,
-        node: process.version,
-        loadavgAtEnd: os.loadavg(),
+        ...machineInfo(),
         cipher: CIPHER,
         revtunBin: o.revtunBin,
       },

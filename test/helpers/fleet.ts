@@ -105,3 +105,31 @@ export async function reachWithin(port: number, key: string, ms: number): Promis
   }
   throw new Error(`not reachable through ${port} within ${ms} ms: ${(last as Error)?.message}`);
 }
+
+/** `revtun relay` arguments for one member of a fleet on `redisUrl` (the tests' common part; `extra` follows). */
+export function fleetRelayArgs(o: {
+  port: number;
+  hostKey: string;
+  authorizedKeys: string;
+  redisUrl: string;
+  fleetKey: string;
+  relayId: string;
+  extra?: string[];
+}): string[] {
+  return [
+    "relay",
+    "--listen",
+    `127.0.0.1:${o.port}`,
+    "--host-key",
+    o.hostKey,
+    "--authorized-keys",
+    o.authorizedKeys,
+    "--fleet",
+    o.redisUrl,
+    "--fleet-key",
+    o.fleetKey,
+    "--relay-id",
+    o.relayId,
+    ...(o.extra ?? []),
+  ];
+}

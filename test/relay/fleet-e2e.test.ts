@@ -15,7 +15,16 @@ import type ssh2 from "ssh2";
 import { parseFleetKey } from "../../src/relay/fleet/fleet-key.js";
 import { Relay } from "../../src/relay/relay.js";
 import { Revtun } from "../helpers/cli.js";
-import { type Client, connect, device, ed, reach, reachWithin, sleep } from "../helpers/fleet.js";
+import {
+  type Client,
+  connect,
+  device,
+  ed,
+  fleetRelayArgs,
+  reach,
+  reachWithin,
+  sleep,
+} from "../helpers/fleet.js";
 import { random } from "../helpers/net.js";
 import { RedisServer } from "../helpers/redis.js";
 import { freePort } from "../helpers/sshd.js";
@@ -191,21 +200,16 @@ describe("relays of one fleet reach each other's devices", () => {
     const hostKeyFile = join(dir, "host_a");
     writeFileSync(hostKeyFile, hostKeys[0] as string, { mode: 0o600 });
     // The CLI has no key prefix flag: relay A is on the default prefix, and so are B and C here.
-    const aProc = new Revtun([
-      "relay",
-      "--listen",
-      `127.0.0.1:${aPort}`,
-      "--host-key",
-      hostKeyFile,
-      "--authorized-keys",
-      keysFile,
-      "--fleet",
-      redis.url,
-      "--fleet-key",
-      fleetFile,
-      "--relay-id",
-      "relay-a",
-    ]);
+    const aProc = new Revtun(
+      fleetRelayArgs({
+        port: aPort,
+        hostKey: hostKeyFile,
+        authorizedKeys: keysFile,
+        redisUrl: redis.url,
+        fleetKey: fleetFile,
+        relayId: "relay-a",
+      }),
+    );
     procs.push(aProc);
     await aProc.waitFor(/relay listening/);
     const [b, c] = await fleetOf(2, null, 1);

@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { Redis } from "ioredis";
 import { Revtun } from "../helpers/cli.js";
-import { type Client, device, ed, reach, reachWithin } from "../helpers/fleet.js";
+import { type Client, device, ed, fleetRelayArgs, reach, reachWithin } from "../helpers/fleet.js";
 import { random } from "../helpers/net.js";
 import { RedisServer } from "../helpers/redis.js";
 import { freePort } from "../helpers/sshd.js";
@@ -48,22 +48,17 @@ describe("--fleet-name: several fleets on one Redis", () => {
     const relay = async (id: string, name: string | undefined): Promise<number> => {
       const port = await freePort();
       const hostKey = join(dir, `host_${id}_${name ?? "none"}`);
-      const p = new Revtun([
-        "relay",
-        "--listen",
-        `127.0.0.1:${port}`,
-        "--host-key",
-        hostKey,
-        "--authorized-keys",
-        keysFile,
-        "--fleet",
-        redis.url,
-        "--fleet-key",
-        fleetFile,
-        "--relay-id",
-        id,
-        ...(name !== undefined ? ["--fleet-name", name] : []),
-      ]);
+      const p = new Revtun(
+        fleetRelayArgs({
+          port,
+          hostKey,
+          authorizedKeys: keysFile,
+          redisUrl: redis.url,
+          fleetKey: fleetFile,
+          relayId: id,
+          extra: name !== undefined ? ["--fleet-name", name] : [],
+        }),
+      );
       procs.push(p);
       await p.waitFor(/relay listening/);
       return port;

@@ -15,7 +15,7 @@ import { after, before, describe, test } from "node:test";
 import { Redis } from "ioredis";
 import ssh2 from "ssh2";
 import { Revtun } from "../helpers/cli.js";
-import { ed, reach, sleep } from "../helpers/fleet.js";
+import { ed, fleetRelayArgs, reach, sleep } from "../helpers/fleet.js";
 import { echoServer, type Listening, random } from "../helpers/net.js";
 import { alive } from "../helpers/proc.js";
 import { RedisServer } from "../helpers/redis.js";
@@ -116,25 +116,17 @@ describe("revtun relay --workers 2 --fleet, through bin/revtun", () => {
       assert.ok(!(pub instanceof Error));
       writeFileSync(knownHosts, `[127.0.0.1]:${port} ${pub.type} ${pub.getPublicSSH().toString("base64")}\n`);
 
-      const primary = new Revtun([
-        "relay",
-        "--listen",
-        `127.0.0.1:${port}`,
-        "--host-key",
-        hostKeyFile,
-        "--authorized-keys",
-        keysFile,
-        "--fleet",
-        redis.url,
-        "--fleet-key",
-        fleetKey,
-        "--relay-id",
-        "wk",
-        "--workers",
-        String(WORKERS),
-        "--admin",
-        `127.0.0.1:${adminPort}`,
-      ]);
+      const primary = new Revtun(
+        fleetRelayArgs({
+          port,
+          hostKey: hostKeyFile,
+          authorizedKeys: keysFile,
+          redisUrl: redis.url,
+          fleetKey,
+          relayId: "wk",
+          extra: ["--workers", String(WORKERS), "--admin", `127.0.0.1:${adminPort}`],
+        }),
+      );
       procs.push(primary);
       const t0 = performance.now();
       await primary.waitFor(new RegExp(`all ${WORKERS} workers ready`), 20_000);
