@@ -179,6 +179,15 @@ interface AbResult {
   wallMs: number;
 }
 
+function onPath(cmd: string): boolean {
+  try {
+    execFileSync("sh", ["-c", `command -v ${cmd}`], { stdio: "ignore" });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** ab in its own process: new connection per request (no -k). */
 function ab(port: number, n: number, c: number): Promise<AbResult> {
   return new Promise((resolve, reject) => {
@@ -409,6 +418,11 @@ async function main(): Promise<void> {
   // The fleet figures (bench/fleet.ts): devices against one relay and against three.
   if (process.argv.includes("--fleet")) return (await import("./fleet.js")).fleet(process.argv.slice(2));
   const o = parseOptions(process.argv.slice(2));
+  // The HTTP rows are ApacheBench's; say so before starting servers, not as a spawn ENOENT minutes in.
+  if ((o.only.has("http-c1") || o.only.has("http-c50")) && !onPath("ab"))
+    throw new Error(
+      "the HTTP rows need ab (ApacheBench): apt-get install apache2-utils, or leave them out with --only download,upload,memory,startup,restart",
+    );
   const runs: Record<string, Run[]> = {};
   const began = now();
   const machine = machineInfo(o.revtunBin);

@@ -558,7 +558,7 @@ function wanTable(rows: WanRow[], o: WanOptions): string {
     render(header),
     widths.map((w) => "-".repeat(w)).join("  "),
     ...lines.map(render),
-    `notes: HTTP = ${o.httpN} GETs one at a time, a new connection each (from this process; ab is not installed here); HOL = ${o.holN} GETs one at a time on new connections through the same tunnel while ${o.bytes / MiB} MiB downloads run back to back on it; line CPU% = the delay line process, % of one core (highest run in the row); relay/limit = revtun@relay/limit, rep1 = the first rep alone (each session's first transfer of the row: cold windows); ssh: relay/sshd = stock ssh -R through the revtun relay / through sshd`,
+    `notes: HTTP = ${o.httpN} GETs one at a time, a new connection each (Node's http from this process, not ab); HOL = ${o.holN} GETs one at a time on new connections through the same tunnel while ${o.bytes / MiB} MiB downloads run back to back on it; line CPU% = the delay line process, % of one core (highest run in the row); relay/limit = revtun@relay/limit, rep1 = the first rep alone (each session's first transfer of the row: cold windows); ssh: relay/sshd = stock ssh -R through the revtun relay / through sshd`,
   ].join("\n");
 }
 
