@@ -440,6 +440,38 @@ describe("receive windows", () => {
     }
   });
 
+  test("a window larger than the path needs halves back toward twice what it carries, bytes exact", async () => {
+    const proxy = await DelayProxy.start(f.port, 20);
+    try {
+      const c = await login(proxy.port);
+      const fast = await download(c, 48 * MiB);
+      assert.ok(fast.same, "first download hash");
+      // The path narrows to 16 MiB/s: 0.64 MiB a 40 ms round trip. The next
+      // channel opens at what the fast one learned, more than the path needs.
+      proxy.bytesPerSecond = 16 * MiB;
+      const { user, channel } = await forwarded(c);
+      const seeded = channelWindow(channel)?.window ?? 0;
+      assert.ok(seeded > 4 * MiB, `seeded at ${seeded}, not above 4 MiB: nothing to shrink`);
+      const payload = randomBytes(12 * MiB);
+      const chunks: Buffer[] = [];
+      let last = seeded;
+      channel.on("data", (d: Buffer) => {
+        chunks.push(d);
+        last = channelWindow(channel)?.window ?? last;
+      });
+      user.end(payload);
+      await withTimeout(new Promise((r) => channel.once("end", r)), 20_000, "narrow download end");
+      assert.equal(sha(chunks), sha(payload));
+      assert.ok(
+        last <= 4 * MiB,
+        `window still ${last} after 0.75 s on a 0.64 MiB-per-round-trip path (seeded ${seeded})`,
+      );
+      channel.end();
+    } finally {
+      await proxy.close();
+    }
+  });
+
   test("the session budget bounds how far windows grow", async () => {
     const prev = setWindowPolicy({ sessionBudget: MiB });
     const proxy = await DelayProxy.start(f.port, 20);
