@@ -1,18 +1,21 @@
 import { IGNORED_OPTIONS, SUPPORTED_OPTIONS } from "../config/directives.js";
 
+/** The relay's lines of the synopsis, shared by `--help` and `revtun relay --help`. */
+export const RELAY_SYNOPSIS = `revtun relay --listen [host:]port --host-key FILE --authorized-keys FILE
+                    [--metrics [host:]port] [--admin [host:]port] [--admin-token-file FILE]
+                    [--gateway-ports] [--max-channels N] [--log-format text|json] [-v]
+                    [--fleet redis://host:port[/db] --fleet-key FILE [--fleet-name NAME]
+                     [--fleet-password-file FILE] [--relay-id ID] [--advertise host:port]
+                     [--workers N]]
+       revtun relay status [--json] [--admin host:port] [--admin-token-file FILE]`;
+
 export const HELP = `usage: revtun [-N] [-v] [-q] [-p port] [-l login] [-i identity_file]... [-c ciphers]
               [-o Option=value]... [-F configfile] [-J [user@]host[:port][,...]]
               [--metrics [host:]port] [--log-format text|json] [--grace seconds]
               [--max-backoff seconds] [--passphrase-file F] [--password-file F]
               -R spec... [user@]host
        revtun --config tunnels.yaml [--metrics [host:]port] [--log-format text|json]
-       revtun relay --listen [host:]port --host-key FILE --authorized-keys FILE
-                    [--metrics [host:]port] [--admin [host:]port] [--admin-token-file FILE]
-                    [--gateway-ports] [--max-channels N] [--log-format text|json] [-v]
-                    [--fleet redis://host:port[/db] --fleet-key FILE [--fleet-name NAME]
-                     [--fleet-password-file FILE] [--relay-id ID] [--advertise host:port]
-                     [--workers N]]
-       revtun relay status [--json] [--admin host:port] [--admin-token-file FILE]
+       ${RELAY_SYNOPSIS}
        revtun demo
        revtun --help | --version
        revtun relay --help

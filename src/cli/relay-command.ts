@@ -25,6 +25,7 @@ import { RevtunError } from "../shared/errors.js";
 import { loadOrCreateHostKey } from "../shared/keys.js";
 import { createLogger, type LogFormat, type Logger, RepeatCollapser, type Repeats } from "../shared/log.js";
 import { type MetricsServer, parseListen } from "../shared/metrics-server.js";
+import { RELAY_SYNOPSIS } from "./help.js";
 import { startMetrics } from "./metrics-endpoint.js";
 import { exitCodeFor, type Io, onSignals, readSecret } from "./process.js";
 import { type FleetArgs, fleetAuthHint, fleetPassword, parseFleetArgs } from "./relay-fleet-args.js";
@@ -37,13 +38,7 @@ import {
   workerPort,
 } from "./relay-workers.js";
 
-export const RELAY_USAGE = `usage: revtun relay --listen [host:]port --host-key FILE --authorized-keys FILE
-                    [--metrics [host:]port] [--admin [host:]port] [--admin-token-file FILE]
-                    [--gateway-ports] [--max-channels N] [--log-format text|json] [-v]
-                    [--fleet redis://host:port[/db] --fleet-key FILE [--fleet-name NAME]
-                     [--fleet-password-file FILE] [--relay-id ID] [--advertise host:port]
-                     [--workers N]]
-       revtun relay status [--json] [--admin host:port] [--admin-token-file FILE]
+export const RELAY_USAGE = `usage: ${RELAY_SYNOPSIS}
 
   --listen [host:]port     where SSH clients connect (no host: all interfaces)
   --host-key FILE          host private key; an ed25519 key is generated there if missing
