@@ -6,7 +6,7 @@
  * 255 when the relay cannot run.
  */
 
-import { type ParseArgsConfig, parseArgs } from "node:util";
+import type { ParseArgsConfig } from "node:util";
 import { type AdminServer, isLoopback, startAdminServer } from "../relay/admin/admin-server.js";
 import {
   describeRelayEvent,
@@ -20,12 +20,13 @@ import { probeRedisAuth } from "../relay/fleet/redis-auth.js";
 import { MAX_WORKERS } from "../relay/fleet/workers.js";
 import { Relay } from "../relay/relay.js";
 import { formatHostPort } from "../shared/address.js";
-import { escapeControl, quote } from "../shared/bounded-text.js";
+import { quote } from "../shared/bounded-text.js";
 import { RevtunError } from "../shared/errors.js";
 import { loadOrCreateHostKey } from "../shared/keys.js";
 import { createLogger, type LogFormat, type Logger, RepeatCollapser, type Repeats } from "../shared/log.js";
 import { type MetricsServer, parseListen } from "../shared/metrics-server.js";
 import { RELAY_SYNOPSIS } from "./help.js";
+import { parseLongOptions } from "./long-options.js";
 import { startMetrics } from "./metrics-endpoint.js";
 import { exitCodeFor, type Io, onSignals, readSecret } from "./process.js";
 import { type FleetArgs, fleetAuthHint, fleetPassword, parseFleetArgs } from "./relay-fleet-args.js";
@@ -111,24 +112,7 @@ export function parseRelayArgs(
   argv: string[],
   env: Record<string, string | undefined> = {},
 ): RelayArgs | "help" {
-  let values: Record<string, string | boolean | (string | boolean)[] | undefined>;
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      allowPositionals: false,
-      strict: true,
-      options: RELAY_OPTIONS,
-    }));
-  } catch (err) {
-    // node's parseArgs quotes the argument raw and explains over several
-    // lines: escape the arguments it quotes, then keep the first line.
-    let message = (err as Error).message;
-    for (const a of argv) if (a !== escapeControl(a)) message = message.split(a).join(escapeControl(a));
-    throw new RevtunError(
-      "USAGE",
-      `${escapeControl(message.split("\n")[0] ?? "")} (in ${quote(argv.join(" "))})`,
-    );
-  }
+  const values = parseLongOptions(argv, RELAY_OPTIONS);
   if (values.help) return "help";
   const str = (name: string): string => {
     const v = values[name];

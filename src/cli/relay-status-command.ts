@@ -6,12 +6,13 @@
  */
 
 import http from "node:http";
-import { type ParseArgsConfig, parseArgs } from "node:util";
+import type { ParseArgsConfig } from "node:util";
 import { DEFAULT_ADMIN_PORT } from "../relay/admin/admin-server.js";
 import type { SessionRecord } from "../relay/admin/inventory.js";
 import { formatHostPort } from "../shared/address.js";
 import { RevtunError } from "../shared/errors.js";
 import { parseListen } from "../shared/metrics-server.js";
+import { parseLongOptions } from "./long-options.js";
 import { exitCodeFor, type Io, readSecret } from "./process.js";
 
 export const RELAY_STATUS_USAGE = `usage: revtun relay status [--json] [--admin host:port] [--admin-token-file FILE]
@@ -127,12 +128,7 @@ export async function relayStatusCommand(
   let values: { admin?: string; "admin-token-file"?: string; json?: boolean; help?: boolean };
   let where: { host: string; port: number };
   try {
-    ({ values } = parseArgs({
-      args: argv,
-      allowPositionals: false,
-      strict: true,
-      options: RELAY_STATUS_OPTIONS,
-    }));
+    values = parseLongOptions(argv, RELAY_STATUS_OPTIONS) as typeof values;
     where = values.admin
       ? parseListen(values.admin, "--admin")
       : { host: "127.0.0.1", port: DEFAULT_ADMIN_PORT };

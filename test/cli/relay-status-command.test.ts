@@ -117,6 +117,13 @@ describe("revtun relay status", () => {
       assert.equal(r.code, 2, argv.join(" "));
       assert.match(r.stderr.split("\n")[0] ?? "", /^revtun relay status: /);
     }
+    // node's parseArgs quotes a bad flag raw and over several lines: one escaped line here.
+    const control = await run(relayStatusCommand, ["--x\n\u001b[31m"]);
+    assert.equal(control.code, 2);
+    assert.equal(
+      control.stderr.split("\n")[0],
+      "revtun relay status: Unknown option '--x\\n\\x1b[31m' (in \"--x\\n\\x1b[31m\")",
+    );
     const viaRelay = await run(relayCommand, ["status", "--admin", "70000"]);
     assert.equal(viaRelay.code, 2);
     assert.match(viaRelay.stderr, /^revtun relay status: bad --admin "70000"/);
