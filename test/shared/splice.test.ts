@@ -222,26 +222,43 @@ for (const side of ["server", "client"] as const) {
     const TOTAL = 24 * MiB;
     const WINDOW_BOUND = 8 * MiB;
 
+    /**
+     * Writes TOTAL bytes into `into` while `reader` (paused) does not read:
+     * the writer must stop, and the splice hold still under WINDOW_BOUND
+     * (`held`); then `reader` resumes and must get every byte in order.
+     */
+    async function stallThenDrain(
+      into: NodeJS.WritableStream,
+      reader: NodeJS.ReadableStream,
+      held: () => number,
+      words: { stopped: string; took: string },
+    ): Promise<void> {
+      const w = writer(into, TOTAL);
+      await sleep(400);
+      const a = w.state.accepted;
+      const h = held();
+      await sleep(200);
+      assert.equal(w.state.accepted, a, `writer stopped (accepted ${a} bytes)`);
+      assert.ok(a < TOTAL, `writer accepted ${a} of ${TOTAL} while the reader is paused`);
+      assert.equal(held(), h, words.stopped);
+      assert.ok(h < WINDOW_BOUND, `the splice ${words.took} ${h} bytes, bound ${WINDOW_BOUND}`);
+      const got = readAll(reader, 4000);
+      reader.resume();
+      const bufs = await got;
+      await w.finished;
+      assert.equal(Buffer.concat(bufs).length, TOTAL);
+      assert.equal(sha(bufs), w.state.hash, "every byte, in order");
+    }
+
     test("backpressure channel → socket: a socket reader that does not read stops the channel writer", {
       timeout: 5000,
     }, async () => {
       const r = await rig(side, { pausePeerSocket: true });
       try {
-        const w = writer(r.peerChannel, TOTAL);
-        await sleep(400);
-        const a = w.state.accepted;
-        const held = r.socket.bytesWritten;
-        await sleep(200);
-        assert.equal(w.state.accepted, a, `writer stopped (accepted ${a} bytes)`);
-        assert.ok(a < TOTAL, `writer accepted ${a} of ${TOTAL} while the reader is paused`);
-        assert.equal(r.socket.bytesWritten, held, "the splice stopped writing to the socket");
-        assert.ok(held < WINDOW_BOUND, `the splice took ${held} bytes, bound ${WINDOW_BOUND}`);
-        const got = readAll(r.peerSocket, 4000);
-        r.peerSocket.resume();
-        const bufs = await got;
-        await w.finished;
-        assert.equal(Buffer.concat(bufs).length, TOTAL);
-        assert.equal(sha(bufs), w.state.hash, "every byte, in order");
+        await stallThenDrain(r.peerChannel, r.peerSocket, () => r.socket.bytesWritten, {
+          stopped: "the splice stopped writing to the socket",
+          took: "took",
+        });
         r.peerSocket.end();
         const res = await within(r.result, 3000, "splice result");
         assert.equal(res.error, undefined);
@@ -257,21 +274,10 @@ for (const side of ["server", "client"] as const) {
       const r = await rig(side);
       try {
         r.peerChannel.pause();
-        const w = writer(r.peerSocket, TOTAL);
-        await sleep(400);
-        const a = w.state.accepted;
-        const held = r.socket.bytesRead;
-        await sleep(200);
-        assert.equal(w.state.accepted, a, `writer stopped (accepted ${a} bytes)`);
-        assert.ok(a < TOTAL, `writer accepted ${a} of ${TOTAL} while the reader is paused`);
-        assert.equal(r.socket.bytesRead, held, "the splice stopped reading the socket");
-        assert.ok(held < WINDOW_BOUND, `the splice read ${held} bytes, bound ${WINDOW_BOUND}`);
-        const got = readAll(r.peerChannel, 4000);
-        r.peerChannel.resume();
-        const bufs = await got;
-        await w.finished;
-        assert.equal(Buffer.concat(bufs).length, TOTAL);
-        assert.equal(sha(bufs), w.state.hash, "every byte, in order");
+        await stallThenDrain(r.peerSocket, r.peerChannel, () => r.socket.bytesRead, {
+          stopped: "the splice stopped reading the socket",
+          took: "read",
+        });
         // Both directions done: a server-side peer sends CLOSE, as sshd does.
         if (side === "client") (r.peerChannel as Channel & { close(): void }).close();
         else r.peerChannel.end();
