@@ -9,7 +9,7 @@ import net from "node:net";
 import { after, before, describe, test } from "node:test";
 import { TunnelSet } from "../../src/agent/tunnel-set.js";
 import { parseRemoteForward, Tunnel } from "../../src/index.js";
-import { echoServer, type Listening, random, sha256 } from "../helpers/net.js";
+import { echoServer, type Listening, random, sha256, withTimeout } from "../helpers/net.js";
 import { Sshd } from "../helpers/sshd.js";
 
 let sshd: Sshd;
@@ -26,16 +26,6 @@ after(async () => {
 interface Def {
   name: string;
   fingerprint: string;
-}
-
-function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    p.finally(() => clearTimeout(timer)),
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms);
-    }),
-  ]);
 }
 
 /** A connection held open through a tunnel: send a chunk, get it echoed back. */
@@ -85,7 +75,7 @@ describe("TunnelSet.apply", () => {
       });
     });
     const bound = (t: Tunnel) =>
-      within(
+      withTimeout(
         new Promise<number>((resolve) => {
           const p = ports.get(t);
           if (p !== undefined) resolve(p);
@@ -146,8 +136,8 @@ describe("TunnelSet.apply", () => {
       assert.notEqual(newB, b, "changed: a new Tunnel");
       assert.equal(b.status().state, "stopped", "the old b is closed");
       assert.equal(c.status().state, "stopped", "c is closed");
-      assert.equal(await within(b.done, 1_000, "old b done"), undefined);
-      assert.equal(await within(c.done, 1_000, "c done"), undefined);
+      assert.equal(await withTimeout(b.done, 1_000, "old b done"), undefined);
+      assert.equal(await withTimeout(c.done, 1_000, "c done"), undefined);
       const d = afterReload.get("d") as Tunnel;
       const newBPort = await bound(newB);
       const dPort = await bound(d);

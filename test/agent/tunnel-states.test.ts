@@ -17,7 +17,7 @@ import {
   type TunnelOptions,
   type TunnelState,
 } from "../../src/index.js";
-import { echoServer, exchange, type Listening, random, sha256 } from "../helpers/net.js";
+import { echoServer, exchange, type Listening, random, sha256, withTimeout } from "../helpers/net.js";
 import { keygen, Sshd } from "../helpers/sshd.js";
 
 let sshd: Sshd;
@@ -32,16 +32,6 @@ after(async () => {
 });
 
 const forward = () => parseRemoteForward(`127.0.0.1:0:127.0.0.1:${echo.port}`);
-
-function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    p.finally(() => clearTimeout(timer)),
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms);
-    }),
-  ]);
-}
 
 describe("Tunnel states", () => {
   test("connecting → up → backoff → connecting → up when sshd kills the session", {
@@ -63,7 +53,7 @@ describe("Tunnel states", () => {
       ports.push(e.port ?? 0);
     });
     const bound = (n: number) =>
-      within(
+      withTimeout(
         new Promise<void>((resolve) => {
           const check = () => (ports.length >= n ? resolve() : t.once("forward-bound", check));
           check();
@@ -113,7 +103,7 @@ describe("Tunnel states", () => {
     t.on("error", (e) => errors.push(e));
     try {
       await t.start();
-      const err = await within(stopped, 5_000, "stopped");
+      const err = await withTimeout(stopped, 5_000, "stopped");
       assert.ok(err instanceof RevtunError, String(err));
       assert.equal(err.code, "HOSTKEY_MISMATCH");
       assert.equal(await t.done, err, "done resolves with the same error");

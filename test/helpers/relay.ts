@@ -11,16 +11,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Relay, type RelayEventName, type RelayEvents, type RelayOptions } from "../../src/relay/index.js";
 import { loadOrCreateHostKey } from "../../src/shared/keys.js";
-import { exchange as netExchange } from "./net.js";
+import { exchange as netExchange, withTimeout } from "./net.js";
 import { keygen } from "./sshd.js";
 
-export function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const t = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-  });
-  return Promise.race([p, t]).finally(() => clearTimeout(timer));
-}
+/** Shared with the tests that take their fixtures from here. */
+export { withTimeout };
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

@@ -14,6 +14,7 @@ import { after, before, describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Channel } from "ssh2";
 import { type SpliceResult, splice } from "../../src/shared/splice.js";
+import { withTimeout } from "../helpers/net.js";
 import { type Ssh2Pair, ssh2Pair } from "../helpers/ssh2-loopback.js";
 
 const sha = (bufs: Buffer[]) => {
@@ -125,19 +126,9 @@ async function allClosed(r: Rig) {
   r.peerSocket.resume();
   if (r.peerSocket.readableEnded) r.peerSocket.end();
   else r.peerSocket.once("end", () => r.peerSocket.end());
-  await within(Promise.all(Object.values(r.closed)), 3000, "every end closed").catch((err: Error) => {
+  await withTimeout(Promise.all(Object.values(r.closed)), 3000, "every end closed").catch((err: Error) => {
     throw new Error(`${err.message}; still open: ${[...pending].join(", ")}`);
   });
-}
-
-function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    p.finally(() => clearTimeout(timer)),
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms);
-    }),
-  ]);
 }
 
 /** Writes `total` bytes in `chunk`-sized pieces, honouring backpressure; `accepted` counts write() calls made. */
@@ -175,7 +166,7 @@ for (const side of ["server", "client"] as const) {
         await sleep(50);
         r.peerChannel.end("part 2");
         assert.equal(Buffer.concat(await downstream).toString(), "reply part 1, part 2");
-        const res = await within(r.result, 3000, "splice result");
+        const res = await withTimeout(r.result, 3000, "splice result");
         assert.equal(res.error, undefined);
         assert.deepEqual([res.bytesIn, res.bytesOut, res.connected], [7, 20, true]);
         await allClosed(r);
@@ -199,7 +190,7 @@ for (const side of ["server", "client"] as const) {
         assert.equal(Buffer.concat(await upstream).toString(), "reply part 1, part 2");
         // EOF both ways: a server-side peer sends CLOSE now, as sshd does.
         if (side === "client") (r.peerChannel as Channel & { close(): void }).close();
-        const res = await within(r.result, 3000, "splice result");
+        const res = await withTimeout(r.result, 3000, "splice result");
         assert.equal(res.error, undefined);
         assert.deepEqual([res.bytesIn, res.bytesOut], [20, 7]);
         await allClosed(r);
@@ -260,7 +251,7 @@ for (const side of ["server", "client"] as const) {
           took: "took",
         });
         r.peerSocket.end();
-        const res = await within(r.result, 3000, "splice result");
+        const res = await withTimeout(r.result, 3000, "splice result");
         assert.equal(res.error, undefined);
         assert.equal(res.bytesOut, TOTAL);
       } finally {
@@ -281,7 +272,7 @@ for (const side of ["server", "client"] as const) {
         // Both directions done: a server-side peer sends CLOSE, as sshd does.
         if (side === "client") (r.peerChannel as Channel & { close(): void }).close();
         else r.peerChannel.end();
-        const res = await within(r.result, 3000, "splice result");
+        const res = await withTimeout(r.result, 3000, "splice result");
         assert.equal(res.error, undefined);
         assert.equal(res.bytesIn, TOTAL);
       } finally {
@@ -296,7 +287,7 @@ for (const side of ["server", "client"] as const) {
       try {
         const boom = new Error("boom");
         r.socket.destroy(boom);
-        const res = await within(r.result, 3000, "splice result");
+        const res = await withTimeout(r.result, 3000, "splice result");
         assert.equal(res.error, boom);
         await allClosed(r);
       } finally {
@@ -312,7 +303,7 @@ for (const side of ["server", "client"] as const) {
         r.peerChannel.write("x");
         await once(r.peerSocket, "data");
         r.peerSocket.resetAndDestroy();
-        const res = await within(r.result, 3000, "splice result");
+        const res = await withTimeout(r.result, 3000, "splice result");
         assert.equal((res.error as NodeJS.ErrnoException | undefined)?.code, "ECONNRESET");
         await allClosed(r);
       } finally {
@@ -331,7 +322,7 @@ for (const side of ["server", "client"] as const) {
         r.peerSocket.write("in flight");
         await once(r.peerChannel, "data");
         r.spliced.destroy();
-        const res = await within(r.result, 3000, "splice result");
+        const res = await withTimeout(r.result, 3000, "splice result");
         assert.equal(res.error, undefined);
         await allClosed(r);
       } finally {
@@ -348,7 +339,7 @@ for (const side of ["server", "client"] as const) {
         r.peerChannel.write("last words");
         r.peerChannel.destroy();
         assert.equal(Buffer.concat(await downstream).toString(), "last words");
-        const res = await within(r.result, 3000, "splice result");
+        const res = await withTimeout(r.result, 3000, "splice result");
         assert.equal(res.error, undefined);
         await allClosed(r);
       } finally {
@@ -363,7 +354,7 @@ for (const side of ["server", "client"] as const) {
       try {
         const boom = new Error("channel boom");
         r.spliced.emit("error", boom);
-        const res = await within(r.result, 3000, "splice result");
+        const res = await withTimeout(r.result, 3000, "splice result");
         assert.equal(res.error, boom);
         await allClosed(r);
       } finally {
@@ -387,7 +378,7 @@ for (const side of ["server", "client"] as const) {
         assert.equal(Buffer.concat(bufs).length, data.length);
         assert.equal(sha(bufs), sha([data]), "every byte before EOF, in order");
         r.peerChannel.end();
-        const res = await within(r.result, 3000, "splice result");
+        const res = await withTimeout(r.result, 3000, "splice result");
         assert.equal(res.error, undefined);
         assert.equal(res.bytesIn, data.length);
       } finally {
@@ -416,11 +407,11 @@ describe("splice of two server-side channels (the relay's named tunnels)", () =>
         await sleep(50);
         late.client.end("flowing");
         assert.equal(Buffer.concat(await toEarly).toString(), "still flowing");
-        const res = await within(result, 3000, "splice result");
+        const res = await withTimeout(result, 3000, "splice result");
         assert.equal(res.error, undefined);
         const aToB = first === "a" ? 17 : 13;
         assert.deepEqual([res.bytesOut, res.bytesIn], [aToB, 30 - aToB]);
-        await within(Promise.all(closed), 3000, "every channel closed");
+        await withTimeout(Promise.all(closed), 3000, "every channel closed");
       } finally {
         for (const c of [a.server, a.client, b.server, b.client]) c.destroy();
       }
@@ -439,9 +430,9 @@ describe("splice of two server-side channels (the relay's named tunnels)", () =>
       b.client.resume(); // a stream closes once its 'end' is consumed
       b.client.write("last words", () => b.client.close());
       assert.equal(Buffer.concat(await toA).toString(), "last words");
-      const res = await within(result, 3000, "splice result");
+      const res = await withTimeout(result, 3000, "splice result");
       assert.equal(res.bytesIn, 10);
-      await within(Promise.all(closed), 3000, "every channel closed");
+      await withTimeout(Promise.all(closed), 3000, "every channel closed");
     } finally {
       for (const c of [a.server, a.client, b.server, b.client]) c.destroy();
     }
