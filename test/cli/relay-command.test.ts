@@ -7,27 +7,11 @@ import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { PassThrough } from "node:stream";
 import { after, describe, test } from "node:test";
 import { relayCommand } from "../../src/cli/relay-command.js";
-import { BIN } from "../helpers/cli.js";
+import { BIN, runInProcess } from "../helpers/cli.js";
 import { SshProc, sleep, withTimeout } from "../helpers/relay.js";
 import { freePort, keygen } from "../helpers/sshd.js";
-
-async function runInProcess(argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = new PassThrough();
-  const err = new PassThrough();
-  let stdout = "";
-  let stderr = "";
-  out.on("data", (d: Buffer) => {
-    stdout += d.toString();
-  });
-  err.on("data", (d: Buffer) => {
-    stderr += d.toString();
-  });
-  const code = await relayCommand(argv, { stdout: out, stderr: err });
-  return { code, stdout, stderr };
-}
 
 describe("revtun relay flags", () => {
   test("bad values exit 2 with one line naming the value", async () => {
@@ -42,7 +26,7 @@ describe("revtun relay flags", () => {
       [["--listen", "2222", "--authorized-keys", "/a"], /--host-key is required/],
     ];
     for (const [argv, re] of cases) {
-      const r = await runInProcess(argv);
+      const r = await runInProcess(relayCommand, argv);
       assert.equal(r.code, 2, argv.join(" "));
       const first = r.stderr.split("\n")[0] ?? "";
       assert.match(first, re);
@@ -53,7 +37,7 @@ describe("revtun relay flags", () => {
   test("an unreadable authorized_keys file fails to start with exit 2 (a configuration error)", async () => {
     const dir = mkdtempSync(join(tmpdir(), "revtun-relay-cli-"));
     try {
-      const r = await runInProcess([
+      const r = await runInProcess(relayCommand, [
         "--listen",
         `127.0.0.1:${await freePort()}`,
         "--host-key",

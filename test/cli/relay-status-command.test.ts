@@ -7,38 +7,13 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { PassThrough } from "node:stream";
 import { describe, test } from "node:test";
 import { relayCommand } from "../../src/cli/relay-command.js";
 import { relayStatusCommand } from "../../src/cli/relay-status-command.js";
 import { type AdminServer, startAdminServer } from "../../src/relay/admin/admin-server.js";
-import { Revtun } from "../helpers/cli.js";
+import { Revtun, runInProcess } from "../helpers/cli.js";
 import { bannerServer, listen, RelayFixture, withTimeout } from "../helpers/relay.js";
 import { freePort } from "../helpers/sshd.js";
-
-type Run = (
-  argv: string[],
-  io: { stdout: PassThrough; stderr: PassThrough; env: NodeJS.ProcessEnv },
-) => Promise<number>;
-
-async function run(
-  fn: Run,
-  argv: string[],
-  env: NodeJS.ProcessEnv = {},
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = new PassThrough();
-  const err = new PassThrough();
-  let stdout = "";
-  let stderr = "";
-  out.on("data", (d: Buffer) => {
-    stdout += d.toString();
-  });
-  err.on("data", (d: Buffer) => {
-    stderr += d.toString();
-  });
-  const code = await fn(argv, { stdout: out, stderr: err, env });
-  return { code, stdout, stderr };
-}
 
 const withComment = (pub: string, comment: string) => `${pub.split(" ").slice(0, 2).join(" ")} ${comment}`;
 
@@ -57,7 +32,9 @@ describe("revtun relay status", () => {
       const ssh = f.ssh(k, ["-N", "-R", `0:127.0.0.1:${targetPort}`]);
       const port = Number((await ssh.waitStderr(/Allocated port (\d+)/, 10_000))[1]);
 
-      const table = await run(relayStatusCommand, ["--admin", where], { REVTUN_ADMIN_TOKEN: "tok-123" });
+      const table = await runInProcess(relayStatusCommand, ["--admin", where], {
+        REVTUN_ADMIN_TOKEN: "tok-123",
+      });
       assert.equal(table.code, 0, table.stderr);
       const lines = table.stdout.trimEnd().split("\n");
       assert.equal(lines.length, 2, table.stdout);
@@ -72,7 +49,7 @@ describe("revtun relay status", () => {
 
       const tokenFile = join(dir, "token");
       writeFileSync(tokenFile, "tok-123\n");
-      const json = await run(relayStatusCommand, [
+      const json = await runInProcess(relayStatusCommand, [
         "--json",
         "--admin",
         where,
@@ -86,13 +63,15 @@ describe("revtun relay status", () => {
         [["pump-station-7", [port]]],
       );
 
-      const refused = await run(relayStatusCommand, ["--admin", where]);
+      const refused = await runInProcess(relayStatusCommand, ["--admin", where]);
       assert.equal(refused.code, 255);
       assert.equal(
         refused.stderr,
         `revtun relay status: cannot read the relay's admin API at ${where}: a token is required (401): --admin-token-file or REVTUN_ADMIN_TOKEN\n`,
       );
-      const wrong = await run(relayStatusCommand, ["--admin", where], { REVTUN_ADMIN_TOKEN: "nope" });
+      const wrong = await runInProcess(relayStatusCommand, ["--admin", where], {
+        REVTUN_ADMIN_TOKEN: "nope",
+      });
       assert.equal(wrong.code, 255);
       assert.match(wrong.stderr, /the token was refused \(401\)\n$/);
     } finally {
@@ -104,7 +83,7 @@ describe("revtun relay status", () => {
 
   test("exit 255 with one line when nothing listens; 2 for bad flags", async () => {
     const port = await freePort();
-    const down = await run(relayStatusCommand, ["--admin", `127.0.0.1:${port}`]);
+    const down = await runInProcess(relayStatusCommand, ["--admin", `127.0.0.1:${port}`]);
     assert.equal(down.code, 255);
     assert.match(
       down.stderr,
@@ -113,18 +92,18 @@ describe("revtun relay status", () => {
       ),
     );
     for (const argv of [["--admin", "nope:x"], ["--bogus"], ["extra"]]) {
-      const r = await run(relayStatusCommand, argv);
+      const r = await runInProcess(relayStatusCommand, argv);
       assert.equal(r.code, 2, argv.join(" "));
       assert.match(r.stderr.split("\n")[0] ?? "", /^revtun relay status: /);
     }
     // node's parseArgs quotes a bad flag raw and over several lines: one escaped line here.
-    const control = await run(relayStatusCommand, ["--x\n\u001b[31m"]);
+    const control = await runInProcess(relayStatusCommand, ["--x\n\u001b[31m"]);
     assert.equal(control.code, 2);
     assert.equal(
       control.stderr.split("\n")[0],
       "revtun relay status: Unknown option '--x\\n\\x1b[31m' (in \"--x\\n\\x1b[31m\")",
     );
-    const viaRelay = await run(relayCommand, ["status", "--admin", "70000"]);
+    const viaRelay = await runInProcess(relayCommand, ["status", "--admin", "70000"]);
     assert.equal(viaRelay.code, 2);
     assert.match(viaRelay.stderr, /^revtun relay status: bad --admin "70000"/);
   });
@@ -143,14 +122,14 @@ describe("revtun relay --admin", () => {
         join(dir, "ak"),
       ];
       for (const admin of ["0.0.0.0:0", ":0", "10.1.2.3:9466"]) {
-        const r = await run(relayCommand, [...base, "--admin", admin]);
+        const r = await runInProcess(relayCommand, [...base, "--admin", admin]);
         assert.equal(r.code, 2, r.stderr);
         assert.match(
           r.stderr,
           /^revtun relay: --admin \S+ is beyond loopback: give a token with --admin-token-file FILE or REVTUN_ADMIN_TOKEN\n$/,
         );
       }
-      const missing = await run(relayCommand, [
+      const missing = await runInProcess(relayCommand, [
         ...base,
         "--admin",
         "0.0.0.0:0",
@@ -159,7 +138,7 @@ describe("revtun relay --admin", () => {
       ]);
       assert.equal(missing.code, 2);
       assert.match(missing.stderr, /cannot read secret file .*none/);
-      const noAdmin = await run(relayCommand, [...base, "--admin-token-file", join(dir, "none")]);
+      const noAdmin = await runInProcess(relayCommand, [...base, "--admin-token-file", join(dir, "none")]);
       assert.equal(noAdmin.code, 2);
       assert.match(noAdmin.stderr, /--admin-token-file needs --admin/);
     } finally {
@@ -190,7 +169,7 @@ describe("revtun relay --admin", () => {
         { REVTUN_ADMIN_TOKEN: "env-token" },
       );
       await relay.waitFor(/admin page on http:\/\/127\.0\.0\.1:(\d+)\/ \(bearer token required\)/);
-      const r = await run(relayStatusCommand, ["--admin", String(adminPort)], {
+      const r = await runInProcess(relayStatusCommand, ["--admin", String(adminPort)], {
         REVTUN_ADMIN_TOKEN: "env-token",
       });
       assert.equal(r.code, 0, r.stderr);

@@ -1,5 +1,6 @@
 /** Runs the real `bin/revtun` as a child process and watches its output. */
 import { type ChildProcess, spawn } from "node:child_process";
+import { PassThrough } from "node:stream";
 import { fileURLToPath } from "node:url";
 
 export const BIN = fileURLToPath(new URL("../../bin/revtun", import.meta.url));
@@ -59,4 +60,30 @@ export async function runRevtun(
   const { code } = await r.exited;
   clearTimeout(t);
   return { code, stderr: r.stderr, stdout: r.stdout };
+}
+
+/** A command's entry point called in this process, as main() calls it. */
+export type InProcessCommand = (
+  argv: string[],
+  io: { stdout: PassThrough; stderr: PassThrough; env: NodeJS.ProcessEnv },
+) => Promise<number>;
+
+/** Runs `command` in this process with captured stdout and stderr. */
+export async function runInProcess(
+  command: InProcessCommand,
+  argv: string[],
+  env: NodeJS.ProcessEnv = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = new PassThrough();
+  const err = new PassThrough();
+  let stdout = "";
+  let stderr = "";
+  out.on("data", (d: Buffer) => {
+    stdout += d.toString();
+  });
+  err.on("data", (d: Buffer) => {
+    stderr += d.toString();
+  });
+  const code = await command(argv, { stdout: out, stderr: err, env });
+  return { code, stdout, stderr };
 }
