@@ -274,3 +274,13 @@ export function firstLine(port: number, ms = 5_000): Promise<string> {
 }
 
 export { randomBytes };
+
+/** Runs `fn` with a fresh RelayFixture, cleaned up however `fn` ends. */
+export async function withFixture(fn: (f: RelayFixture) => Promise<void>): Promise<void> {
+  const f = new RelayFixture();
+  try {
+    await fn(f);
+  } finally {
+    await f.cleanup();
+  }
+}

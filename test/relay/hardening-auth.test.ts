@@ -28,18 +28,10 @@ import {
   RelayFixture,
   SshProc,
   sleep,
+  withFixture,
   withTimeout,
 } from "../helpers/relay.js";
 import { freePort } from "../helpers/sshd.js";
-
-async function withFixture(fn: (f: RelayFixture) => Promise<void>): Promise<void> {
-  const f = new RelayFixture();
-  try {
-    await fn(f);
-  } finally {
-    await f.cleanup();
-  }
-}
 
 /**
  * An ssh2 client that tries password authentication once (the relay refuses

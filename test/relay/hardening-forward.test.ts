@@ -18,7 +18,7 @@ import { Client } from "ssh2";
 import { logEvents, REPEAT_WINDOW_MS } from "../../src/cli/relay-command.js";
 import type { Relay } from "../../src/relay/index.js";
 import { createLogger } from "../../src/shared/log.js";
-import { bannerServer, listen, nextEvent, RelayFixture, sleep, withTimeout } from "../helpers/relay.js";
+import { bannerServer, listen, nextEvent, sleep, withFixture, withTimeout } from "../helpers/relay.js";
 import { freePort } from "../helpers/sshd.js";
 
 const MiB = 1024 * 1024;
@@ -30,15 +30,6 @@ const gc = runInNewContext("gc") as () => void;
 function rssMiB(): number {
   gc();
   return process.memoryUsage().rss / MiB;
-}
-
-async function withFixture(fn: (f: RelayFixture) => Promise<void>): Promise<void> {
-  const f = new RelayFixture();
-  try {
-    await fn(f);
-  } finally {
-    await f.cleanup();
-  }
 }
 
 /** Opens `n` TCP connections from `localAddress`; all are destroyed by the returned function. */

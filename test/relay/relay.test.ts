@@ -14,23 +14,14 @@ import {
   listen,
   nextEvent,
   payload,
-  RelayFixture,
   sha256,
   sleep,
+  withFixture,
   withTimeout,
 } from "../helpers/relay.js";
 import { freePort } from "../helpers/sshd.js";
 
 const MiB = 1024 * 1024;
-
-async function withFixture(fn: (f: RelayFixture) => Promise<void>): Promise<void> {
-  const f = new RelayFixture();
-  try {
-    await fn(f);
-  } finally {
-    await f.cleanup();
-  }
-}
 
 describe("relay with the OpenSSH client", () => {
   test("-R 0 allocates a port and carries several MiB each way, byte-exact, across a half-close", () =>
