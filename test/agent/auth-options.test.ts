@@ -14,7 +14,7 @@ import type net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { Revtun, runRevtun } from "../helpers/cli.js";
+import { agentArgs, Revtun, runRevtun } from "../helpers/cli.js";
 import { echoServer, type Listening } from "../helpers/net.js";
 import { Sshd } from "../helpers/sshd.js";
 
@@ -55,19 +55,7 @@ describe("auth options against sshd's log", { skip: !isRoot && "needs root to cr
     rmSync(dir, { recursive: true, force: true });
   });
 
-  const args = (...extra: string[]) => [
-    "-N",
-    "-F",
-    "none",
-    "-p",
-    String(sshd.port),
-    "-o",
-    `UserKnownHostsFile=${sshd.knownHosts}`,
-    ...extra,
-    "-R",
-    `127.0.0.1:0:127.0.0.1:${echo.port}`,
-    `${user}@127.0.0.1`,
-  ];
+  const args = (...extra: string[]) => agentArgs(sshd, user, echo.port, ...extra);
 
   /** What sshd logged while `run` ran (its log is one growing string). */
   async function logOf(run: () => Promise<void>): Promise<string> {

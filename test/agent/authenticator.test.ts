@@ -21,7 +21,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { openTunnel, parseRemoteForward, type TunnelOptions } from "../../src/index.js";
-import { Revtun, runRevtun } from "../helpers/cli.js";
+import { agentArgs, Revtun, runRevtun } from "../helpers/cli.js";
 import { echoServer, exchange, type Listening, random, sha256, waitFor } from "../helpers/net.js";
 import { keygen, Sshd } from "../helpers/sshd.js";
 
@@ -73,23 +73,9 @@ async function libraryTunnel(sshd: Sshd, extra: Partial<TunnelOptions>) {
   return { t, port, hostKey };
 }
 
-/** Common CLI arguments: a forward to the echo service on a port the server picks. */
+/** Common CLI arguments (verbose): a forward to the echo service on a port the server picks. */
 function cliArgs(sshd: Sshd, user: string, ...extra: string[]): string[] {
-  return [
-    "-v",
-    "-N",
-    // No ssh_config: the machine's files must not change what is tested.
-    "-F",
-    "none",
-    "-p",
-    String(sshd.port),
-    "-o",
-    `UserKnownHostsFile=${sshd.knownHosts}`,
-    ...extra,
-    "-R",
-    `127.0.0.1:0:127.0.0.1:${echo.port}`,
-    `${user}@127.0.0.1`,
-  ];
+  return agentArgs(sshd, user, echo.port, "-v", ...extra);
 }
 
 /** Runs the CLI until it serves, checks data flows, stops it; returns all it printed. */

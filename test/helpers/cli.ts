@@ -87,3 +87,29 @@ export async function runInProcess(
   const code = await command(argv, { stdout: out, stderr: err, env });
   return { code, stdout, stderr };
 }
+
+/**
+ * ssh-style arguments for an agent against a test sshd: no ssh_config (the
+ * machine's files must not change what is tested), its known_hosts, one
+ * forward to `targetPort` on a port the server picks; `extra` before -R.
+ */
+export function agentArgs(
+  server: { port: number; knownHosts: string },
+  user: string,
+  targetPort: number,
+  ...extra: string[]
+): string[] {
+  return [
+    "-N",
+    "-F",
+    "none",
+    "-p",
+    String(server.port),
+    "-o",
+    `UserKnownHostsFile=${server.knownHosts}`,
+    ...extra,
+    "-R",
+    `127.0.0.1:0:127.0.0.1:${targetPort}`,
+    `${user}@127.0.0.1`,
+  ];
+}
