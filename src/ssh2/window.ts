@@ -366,7 +366,7 @@ function wrap(owner: OwnerInternals & Client, options: WindowHookOptions): void 
   owner.once("close", () => {
     for (const m of session.channels) resize(m, SSH2_WINDOW);
     session.channels.clear();
-    for (const extra of session.pending.values()) unreserve(session, extra);
+    for (const extra of session.pending.values()) account(session, -extra);
     session.pending.clear();
   });
 }
@@ -404,15 +404,15 @@ function manage(
 }
 
 /**
- * Takes a channel's window bookkeeping over from ssh2, with `extra` bytes of
- * credit above ssh2's 2 MiB already promised to the peer (seed()), or none.
+ * Takes a channel's window bookkeeping over from ssh2, with `seeded` bytes
+ * of credit above ssh2's 2 MiB promised to the peer and already reserved
+ * (seedChannels()), or none.
  */
 function adopt(
   ch: ChannelInternals,
   session: SessionState,
   proto: OwnerInternals["_protocol"],
-  extra: number,
-  reserved = false,
+  seeded: number,
 ): Managed {
   capFor(session, proto);
   const m: Managed = {
@@ -429,16 +429,14 @@ function adopt(
     surplus: 0,
   };
   managed.set(ch, m);
-  if (reserved) {
-    // seedChannels() reserved it when it sent the open.
-    m.reserved = extra;
-    m.window = m.peak = SSH2_WINDOW + extra;
-  } else if (extra > 0) resize(m, SSH2_WINDOW + extra);
-  // A new channel on a path that has shown its bandwidth-delay product starts
-  // there, as Linux's tcp_metrics seeds a new connection from the last one to
-  // the same host: otherwise every connection ramps from 2 MiB again.
-  // The budgets still bound it; an idle consumer shrinks it.
-  else if (Date.now() - session.learnedAt < LEARNED_MEMORY_MS && session.learned > SSH2_WINDOW) {
+  if (seeded > 0) {
+    m.reserved = seeded;
+    m.window = m.peak = SSH2_WINDOW + seeded;
+  } else if (Date.now() - session.learnedAt < LEARNED_MEMORY_MS && session.learned > SSH2_WINDOW) {
+    // A channel that was not seeded at its open (half a budget was in use
+    // then) and has shown it is bulk starts where its session's channels
+    // grew, as Linux's tcp_metrics seeds a new connection from the last one
+    // to the same host, within the whole budgets.
     resize(m, Math.min(session.cap ?? policy.maxWindow, session.learned));
   }
   // Drained = handed to the consumer: every chunk leaves a Readable through
@@ -487,6 +485,7 @@ function seedChannels(
       const ch = newChannel(chanMgr.get(local));
       const extra = ch && seedSize(session, proto);
       if (ch && extra) {
+        account(session, extra);
         adopt(ch, session, proto, extra);
         ch.incoming.window += extra;
         proto.channelWindowAdjust?.(ch.outgoing.id, extra);
@@ -514,8 +513,7 @@ function seedChannels(
       const extra = initWindow === SSH2_WINDOW ? seedSize(session, proto) : 0;
       if (extra) {
         session.pending.set(local, extra);
-        session.reserved += extra;
-        processReserved += extra;
+        account(session, extra);
       }
       return open.call(this, local, initWindow + extra, ...rest);
     };
@@ -527,15 +525,15 @@ function seedChannels(
     if (!extra) return;
     const ch = newChannel(chanMgr.get(local));
     if (!ch) {
-      unreserve(session, extra);
+      account(session, -extra);
       return;
     }
     // ssh2 set the channel's credit to its own 2 MiB; the peer was offered more.
     ch.incoming.window += extra;
-    adopt(ch, session, proto, extra, true);
+    adopt(ch, session, proto, extra);
   };
   handlers.CHANNEL_OPEN_FAILURE = (p, ...rest) => {
-    unreserve(session, release(rest[0] as number));
+    account(session, -release(rest[0] as number));
     refused(p, ...rest);
   };
 }
@@ -560,9 +558,10 @@ function seedSize(session: SessionState, proto: OwnerInternals["_protocol"]): nu
   return extra >= TOP_UP ? extra : 0;
 }
 
-function unreserve(session: SessionState, bytes: number): void {
-  session.reserved -= bytes;
-  processReserved -= bytes;
+/** Moves `bytes` (negative: gives back) of a session's reservation, and the process's with it. */
+function account(session: SessionState, bytes: number): void {
+  session.reserved += bytes;
+  processReserved += bytes;
 }
 
 function receive(ch: ChannelInternals, m: Managed, data: Buffer, proto: OwnerInternals["_protocol"]): void {
@@ -727,8 +726,7 @@ function resize(m: Managed, target: number): void {
     if (delta <= 0) return;
   }
   m.reserved += delta;
-  m.session.reserved += delta;
-  processReserved += delta;
+  account(m.session, delta);
   if (delta > 0) m.grewAt = Date.now();
   m.window = SSH2_WINDOW + m.reserved;
   if (m.window > m.peak) m.peak = m.window;
