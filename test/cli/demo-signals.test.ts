@@ -61,14 +61,20 @@ describe("revtun demo stopped while starting", () => {
     });
   }
 
-  it("two SIGTERMs 20 ms apart at serving: still exit 0", async () => {
-    const s = await stopAt("twice", async (r) => {
-      await until("serving", r, () => /serving until Ctrl-C/.test(r.stdout));
-      r.proc.kill("SIGTERM");
-      await new Promise((res) => setTimeout(res, 20));
-    });
-    assert.deepEqual([s.code, s.signal], [0, null], s.out);
-    assert.deepEqual(s.left, []);
+  it("two SIGTERMs 2 to 20 ms apart at serving: still exit 0", async () => {
+    // The second signal used to land in Node's own teardown, after its signal
+    // handles were closed, and kill the cleanly stopped process (exit by
+    // SIGTERM in 14 of 16 runs at 5 and 8 ms; the old single 20 ms case
+    // caught it once in a while). bin/revtun now ends with process.exit.
+    for (const ms of [2, 5, 8, 11, 20]) {
+      const s = await stopAt(`twice-${ms}`, async (r) => {
+        await until("serving", r, () => /serving until Ctrl-C/.test(r.stdout));
+        r.proc.kill("SIGTERM");
+        await new Promise((res) => setTimeout(res, ms));
+      });
+      assert.deepEqual([s.code, s.signal], [0, null], `${ms} ms apart: ${s.out}`);
+      assert.deepEqual(s.left, []);
+    }
   });
 
   it("SIGTERM and SIGINT as soon as the directory exists (keys being written): exit 0, nothing left", async () => {
