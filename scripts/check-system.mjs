@@ -1,7 +1,8 @@
-// The programs the tests run for real (OpenSSH's sshd and ssh, Dropbear, Redis, Chromium for the admin
-// page), and the Debian packages that
-// have them. Run before the tests: as root with apt-get it installs what is missing, as .ci/run does;
-// otherwise it stops at once, naming each missing package and the command that installs it.
+// The programs the tests run for real (OpenSSH's sshd and ssh, Dropbear, Redis and Sentinel, Chromium
+// for the admin page, nginx and tinyproxy in front of the relay, netcat-openbsd's nc as a ProxyCommand,
+// promtool for the alert rules), and the Debian packages that have them. Run before the tests: as root
+// with apt-get it installs what is missing, as .ci/run does; otherwise it stops at once, naming each
+// missing package and the command that installs it.
 // Usage: node scripts/check-system.mjs [--install]   (--install: install even when not root, with sudo)
 import { spawnSync } from "node:child_process";
 import { accessSync, constants } from "node:fs";
@@ -16,6 +17,11 @@ const NEEDED = [
   ["dropbearkey", "dropbear-bin"],
   ["redis-server", "redis-server"],
   ["/usr/bin/chromium", "chromium"],
+  ["redis-sentinel", "redis-sentinel"],
+  ["/usr/sbin/nginx", "nginx"],
+  ["tinyproxy", "tinyproxy"],
+  ["nc.openbsd", "netcat-openbsd"],
+  ["promtool", "prometheus"],
 ];
 
 function found(program) {
