@@ -199,7 +199,7 @@ function optionList(data: Buffer, what: string): Map<string, string> {
     if (out.size >= MAX_ENTRIES)
       throw new RevtunError("CERTIFICATE", `certificate lists more than ${MAX_ENTRIES} ${what}s`);
     const name = r.text(`${what} name`);
-    const body = r.string(`${what} ${name} data`);
+    const body = r.string(`${what} ${quote(name)} data`);
     let value = "";
     if (body.length > 0) {
       const inner = new WireReader(body, `certificate ${what} ${quote(name)}`);

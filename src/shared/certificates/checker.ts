@@ -11,7 +11,7 @@
  * says is believed: "expired" or "not a listed principal" about a forged
  * certificate would send a person after the wrong problem.
  */
-import { quote } from "../bounded-text.js";
+import { boundText, quote } from "../bounded-text.js";
 import { RevtunError } from "../errors.js";
 import { fingerprintSha256 } from "../keys.js";
 import { type Certificate, describeCertificate, describeTime } from "./certificate.js";
@@ -112,7 +112,7 @@ export class CertChecker {
     for (const name of cert.criticalOptions.keys()) {
       if (!supported.includes(name))
         fail(
-          `has critical option ${quote(name)}, which is not supported here${supported.length ? ` (supported: ${supported.join(", ")})` : ""}; sign it again without -O ${name}`,
+          `has critical option ${quote(name)}, which is not supported here${supported.length ? ` (supported: ${supported.join(", ")})` : ""}; sign it again without -O ${boundText(name)}`,
         );
     }
   }
