@@ -211,14 +211,24 @@ describe("certificate hooks against OpenSSH", () => {
   const hostKeyOf = (cert: Buffer) => parseCertificate(cert).publicKey;
 
   /** Connects an ssh2 Client to sshd; resolves with what the hostVerifier saw and whether it logged in. */
-  function login(o: { hostAlgorithm?: string; userKey: string; hooks: boolean }) {
+  function login(o: { hostAlgorithm?: string; userKey: string; hooks: boolean; rekey?: boolean }) {
     const client = new ssh2.Client();
     const key = ssh2.utils.parseKey(readFileSync(o.userKey)) as ParsedKey;
     const identity = certificateIdentity(key, SshCa.blob(`${o.userKey}-cert.pub`));
     let presented = "";
     let tried = false;
     const done = new Promise<{ presented: string; ready: boolean; error?: string }>((resolve) => {
-      client.on("ready", () => resolve({ presented, ready: true }));
+      client.on("ready", async () => {
+        if (!o.rekey) return resolve({ presented, ready: true });
+        // A second key exchange on the same connection goes through the hook too.
+        const again = once(client, "handshake");
+        (client as unknown as { _protocol: { rekey(): void } })._protocol.rekey();
+        await again;
+        // And the connection still carries requests after it.
+        client.forwardIn("127.0.0.1", 0, (err) =>
+          resolve({ presented, ready: !err, ...(err ? { error: err.message } : {}) }),
+        );
+      });
       client.on("error", (e) => resolve({ presented, ready: false, error: e.message }));
     });
     client.connect({
@@ -254,7 +264,12 @@ describe("certificate hooks against OpenSSH", () => {
   ];
   for (const [alg, type] of hostAlgorithms) {
     test(`host-certificate and user-certificate: ssh2 gets sshd's ${alg} and logs in with a ${type} user certificate`, async () => {
-      const got = await login({ hostAlgorithm: alg, userKey: userKeys.get(type) ?? "", hooks: true });
+      const got = await login({
+        hostAlgorithm: alg,
+        userKey: userKeys.get(type) ?? "",
+        hooks: true,
+        rekey: true,
+      });
       assert.equal(got.error, undefined, `handshake or login failed: ${got.error}`);
       assert.ok(got.ready, "logged in");
       assert.equal(
