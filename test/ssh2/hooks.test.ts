@@ -291,6 +291,57 @@ describe("certificate hooks against OpenSSH", () => {
     assert.match(got.error ?? "", /authentication methods failed/);
   });
 
+  /** An ssh2 server presenting `cert` with host key `keyFile`; resolves with what an accepting ssh2 client saw. */
+  async function ssh2ToSsh2(keyFile: string, cert: string) {
+    const key = ssh2.utils.parseKey(readFileSync(keyFile)) as ParsedKey;
+    const server = new ssh2.Server(
+      { hostKeys: [...certificateHostKeys(key, SshCa.blob(cert)), { key }] },
+      (conn) => {
+        conn.on("error", () => {});
+        conn.on("authentication", (ctx) => ctx.accept());
+      },
+    );
+    presentHostCertificate(server);
+    server.listen(0, "127.0.0.1");
+    await once(server, "listening");
+    const client = new ssh2.Client();
+    let presented = "";
+    const result = new Promise<string>((resolve) => {
+      client.on("ready", () => resolve("ready"));
+      client.on("error", (e) => resolve(e.message));
+    });
+    client.connect({
+      host: "127.0.0.1",
+      port: (server.address() as AddressInfo).port,
+      username: "x",
+      readyTimeout: 5000,
+      hostVerifier: (blob: Buffer) => {
+        presented = keyTypeOf(blob);
+        return true;
+      },
+    });
+    acceptHostCertificates(client, ["ssh-ed25519-cert-v01@openssh.com"], hostKeyOf);
+    const outcome = await result;
+    client.end();
+    server.close();
+    return { outcome, presented };
+  }
+
+  test("host-certificate: an ssh2 server and an ssh2 client (the relay and the agent) agree on it", async () => {
+    const hostKey = SshCa.newKey(dir, "pair_host");
+    const got = await ssh2ToSsh2(hostKey, ca.sign(hostKey, { host: true, principals: ["x"] }));
+    assert.equal(got.outcome, "ready");
+    assert.equal(got.presented, "ssh-ed25519-cert-v01@openssh.com");
+  });
+
+  test("host-certificate: a certificate presented with another key fails the client's signature check", async () => {
+    const certified = SshCa.newKey(dir, "certified_host");
+    const cert = ca.sign(certified, { host: true, principals: ["x"] });
+    const got = await ssh2ToSsh2(SshCa.newKey(dir, "other_host"), cert);
+    assert.equal(got.presented, "ssh-ed25519-cert-v01@openssh.com");
+    assert.equal(got.outcome, "Handshake failed: signature verification failed");
+  });
+
   for (const type of types) {
     test(`host-certificate (server side): OpenSSH ssh checks an ssh2 server's ${type} certificate against @cert-authority`, async () => {
       const hostKey = SshCa.newKey(dir, `relay_${type}`, type);
