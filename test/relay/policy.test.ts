@@ -84,7 +84,7 @@ describe("authorized_keys parsing", () => {
         `from="10.0.0.1 ${PUB}`,
         `permitlisten="a:b:c" ${PUB}`,
         `from="10.0.0.1/8" ${PUB}`,
-        `cert-authority ${PUB}`,
+        `principals="a" ${PUB}`,
         `ssh-rsa ${PUB.split(" ")[1]}`,
         "ssh-ed25519 AAAAnotakey",
         `expiry-time="20241341" ${PUB}`,
