@@ -7,13 +7,17 @@
  * (src/agent/known-hosts.ts): each refusal one line and exit 255.
  */
 import assert from "node:assert/strict";
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import type net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import { parseRemoteForward } from "../../src/agent/forward-spec.js";
+import { openTunnel } from "../../src/agent/tunnel.js";
+import { loadOrCreateHostKey } from "../../src/shared/keys.js";
 import { agentArgs, Revtun, runRevtun } from "../helpers/cli.js";
 import { echoServer, type Listening, waitFor } from "../helpers/net.js";
+import { nextEvent, RelayFixture } from "../helpers/relay.js";
 import { SshCa } from "../helpers/ssh-ca.js";
 import { Sshd } from "../helpers/sshd.js";
 
@@ -230,4 +234,70 @@ describe("host certificates: the agent checks sshd's against @cert-authority", (
     assert.equal(errorLines(r.stderr).length, 1, r.stderr);
     assert.match(r.stderr, /: its CA is marked @revoked in .*kh_revoked:2; refusing to connect/);
   });
+});
+
+describe("the agent and the relay: a user certificate in, the relay's host certificate checked", () => {
+  const fx = new RelayFixture();
+  let relayCa: SshCa;
+  let knownHosts = "";
+  before(async () => {
+    relayCa = new SshCa(fx.dir, "relay_host_ca");
+    // The fixture makes its host key on start; make it first, to certify it.
+    const hostKey = join(fx.dir, "host_ed25519");
+    await loadOrCreateHostKey(hostKey);
+    const cert = relayCa.sign(hostKey, { host: true, principals: ["127.0.0.1"], id: "relay-1" });
+    await fx.start([`cert-authority,permitlisten="*:22" ${userCa.pub}`], {
+      hostCertificate: readFileSync(cert, "utf8"),
+    });
+    knownHosts = join(fx.dir, "kh_relay");
+    writeFileSync(knownHosts, relayCa.knownHostsLine("[127.0.0.1]:*"));
+  });
+  after(() => fx.cleanup());
+
+  for (const t of ["ed25519", "ecdsa", "rsa"]) {
+    test(`${t}: the device certificate for "device42" binds device42:22 and nothing else`, async () => {
+      const key = SshCa.newKey(fx.dir, `device_${t}`, t);
+      userCa.sign(key, { principals: ["device42"], id: `device42-${t}`, serial: 42 });
+      const opened = nextEvent(fx.relay, "session-opened", (s) => s.certKeyId === `device42-${t}`);
+      const bound = nextEvent(fx.relay, "forward-bound", (f) => f.address === "device42");
+      const tunnel = await openTunnel({
+        host: "127.0.0.1",
+        port: fx.port,
+        // Without principals= on the line, the login name must be a principal, as in sshd.
+        username: "device42",
+        identityFiles: [key],
+        home,
+        knownHostsFiles: [knownHosts],
+        strictHostKeyChecking: "yes",
+        forwards: [parseRemoteForward(`device42:22:127.0.0.1:${echo.port}`)],
+      });
+      tunnel.on("error", () => {});
+      try {
+        const [session] = await opened;
+        assert.equal(session.certSerial, "42");
+        assert.deepEqual(session.certPrincipals, ["device42"]);
+        await bound;
+      } finally {
+        await tunnel.close(0);
+      }
+      // The same certificate asking for another name is refused by the relay.
+      const refused = nextEvent(fx.relay, "forward-refused", (f) => f.address === "device43");
+      const other = await openTunnel({
+        host: "127.0.0.1",
+        port: fx.port,
+        username: "device42",
+        identityFiles: [key],
+        home,
+        knownHostsFiles: [knownHosts],
+        strictHostKeyChecking: "yes",
+        forwards: [parseRemoteForward(`device43:22:127.0.0.1:${echo.port}`)],
+      });
+      other.on("error", () => {});
+      try {
+        await refused;
+      } finally {
+        await other.close(0);
+      }
+    });
+  }
 });
