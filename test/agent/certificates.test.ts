@@ -129,6 +129,28 @@ describe("user certificates: the agent logs in to sshd (TrustedUserCAKeys)", () 
     await r.stop();
   });
 
+  test("with no -i, ssh's default ~/.ssh/id_ed25519 and its -cert.pub are used", async () => {
+    const myHome = join(dir, "home_default");
+    mkdirSync(join(myHome, ".ssh"), { recursive: true });
+    copyFileSync(userKeys.get("ed25519") ?? "", join(myHome, ".ssh", "id_ed25519"));
+    copyFileSync(`${userKeys.get("ed25519")}-cert.pub`, join(myHome, ".ssh", "id_ed25519-cert.pub"));
+    const r = new Revtun(agentArgs(sshd, sshd.user, echo.port), { HOME: myHome });
+    await r.waitFor(/Allocated port \d+ for remote forward/);
+    await r.stop();
+  });
+
+  test("an expired certificate: the refusal names it among what was tried, with its expiry", async () => {
+    const key = SshCa.newKey(dir, "id_expired");
+    userCa.sign(key, { principals: [sshd.user], id: "agent-expired", validity: "20200101:20200102" });
+    const r = await runRevtun(agentArgs(sshd, sshd.user, echo.port, "-i", key), 15_000, { HOME: home });
+    assert.equal(r.code, 255);
+    assert.equal(errorLines(r.stderr).length, 1, r.stderr);
+    assert.match(
+      r.stderr,
+      /permission denied for .*tried key .*id_expired \(ssh-ed25519 SHA256:\S+\), key .*id_expired-cert\.pub \(ssh-ed25519-cert-v01@openssh\.com SHA256:\S+ ID "agent-expired" serial 0, expired 2020-\S+\)/,
+    );
+  });
+
   test("a CertificateFile for a key no identity file holds is one line naming both, exit 255, nothing sent", async () => {
     const r = await runRevtun(
       agentArgs(
