@@ -151,6 +151,21 @@ describe("user certificates: the agent logs in to sshd (TrustedUserCAKeys)", () 
     );
   });
 
+  test("a certificate renewed on disk is used at the next reconnect, without a restart", async () => {
+    const key = SshCa.newKey(dir, "id_renewed");
+    userCa.sign(key, { principals: [sshd.user], id: "renew-1" });
+    const r = new Revtun(agentArgs(sshd, sshd.user, echo.port, "-i", key), { HOME: home });
+    try {
+      await r.waitFor(/Allocated port \d+ for remote forward/);
+      await waitFor(() => sshd.log.includes('Accepted certificate ID "renew-1"'), "renew-1 accepted", 5000);
+      userCa.sign(key, { principals: [sshd.user], id: "renew-2" });
+      sshd.killSessions();
+      await waitFor(() => sshd.log.includes('Accepted certificate ID "renew-2"'), "renew-2 accepted", 15_000);
+    } finally {
+      await r.stop();
+    }
+  });
+
   test("a CertificateFile for a key no identity file holds is one line naming both, exit 255, nothing sent", async () => {
     const r = await runRevtun(
       agentArgs(
