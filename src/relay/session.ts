@@ -114,7 +114,8 @@ export class RelaySession {
     return {
       ...this.ref(),
       keyComment: this.key?.comment ?? "",
-      keyType: this.key?.type ?? "",
+      // A certificate session names the certificate type (sshd: ED25519-CERT), not its CA line's.
+      keyType: this.certificate?.type ?? this.key?.type ?? "",
       username: this.username,
     };
   }
