@@ -11,6 +11,8 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import ssh2, { type ParsedKey } from "ssh2";
+import { formatTable } from "../../src/cli/relay-status-command.js";
+import { Inventory } from "../../src/relay/admin/inventory.js";
 import { describeRelayEvent } from "../../src/relay/events.js";
 import { fingerprintSha256 } from "../../src/shared/keys.js";
 import { certificateIdentity, signWithCertificates } from "../../src/ssh2/user-certificate.js";
@@ -120,6 +122,14 @@ describe("user certificates at the relay, with stock ssh", () => {
       describeRelayEvent("session-opened", session).msg,
       /^session \d+ opened: SHA256:\S+ \(certificate "device42-2026" serial 42, principals "device42", CA SHA256:\S+\) from 127\.0\.0\.1:\d+/,
     );
+
+    // The admin inventory and `revtun relay status` name the device by its key id, not its CA line's comment.
+    const inventory = new Inventory(fx.relay);
+    const listed = inventory.sessions().find((x) => x.sessionId === session.sessionId);
+    inventory.close();
+    assert.equal(listed?.certKeyId, "device42-2026");
+    assert.deepEqual(listed?.certPrincipals, ["device42"]);
+    assert.match(formatTable(listed ? [listed] : []), /\ndevice42-2026 \(cert 42\) /);
 
     const audit = nextEvent(fx.relay, "tunnel-connection-closed", (x) => x.name === "device42");
     const op = new SshProc(
