@@ -279,6 +279,24 @@ describe("user certificates at the relay, with stock ssh", () => {
     assert.match(ssh.stderr, /remote port forwarding failed/);
   });
 
+  test("an RSA certificate offered for ssh-rsa (SHA-1) signatures is refused, as sshd 8.8+ does", async () => {
+    const key = certified(fleetCa, { id: "sha1", principals: ["device42"] }, "rsa");
+    const refusal = nextEvent(fx.relay, "auth-refused", (x) => x.certKeyId === "sha1");
+    const ssh = fx.ssh(key, [
+      "-N",
+      "-l",
+      "device42",
+      "-o",
+      "PubkeyAcceptedAlgorithms=ssh-rsa-cert-v01@openssh.com",
+    ]);
+    const [r] = await refusal;
+    assert.match(
+      r.reason,
+      /^certificate "sha1" was offered for ssh-rsa \(RSA\/SHA-1\) signatures, which sshd refuses since OpenSSH 8\.8/,
+    );
+    assert.equal(await ssh.waitExit(10_000), 255);
+  });
+
   test("ECDSA and RSA device certificates log in (signatures as OpenSSH writes them)", async () => {
     for (const kind of ["ecdsa256", "rsa"] as const) {
       const id = `dev-${kind}`;
