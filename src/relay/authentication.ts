@@ -5,7 +5,7 @@
  * session limit. Failures are answered late and alike.
  */
 import type { AuthContext, PublicKeyAuthContext } from "ssh2";
-import { boundText } from "../shared/bounded-text.js";
+import { boundText, quote } from "../shared/bounded-text.js";
 import {
   type Certificate,
   isCertificateType,
@@ -159,6 +159,16 @@ export class SessionAuthentication {
       this.refuse(
         ctx,
         `signature algorithm ${boundText(algo)} does not fit a ${cert.type} certificate`,
+        fingerprint,
+        fields,
+      );
+      return;
+    }
+    // RSA with SHA-1: sshd 8.8 and later refuse it (PubkeyAcceptedAlgorithms), for certificates too.
+    if (sigAlgo === "ssh-rsa") {
+      this.refuse(
+        ctx,
+        `certificate ${quote(cert.keyId)} was offered for ssh-rsa (RSA/SHA-1) signatures, which sshd refuses since OpenSSH 8.8; use rsa-sha2-512 (PubkeyAcceptedAlgorithms)`,
         fingerprint,
         fields,
       );

@@ -11,6 +11,8 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import ssh2, { type ParsedKey } from "ssh2";
+import { formatTable } from "../../src/cli/relay-status-command.js";
+import { Inventory } from "../../src/relay/admin/inventory.js";
 import { describeRelayEvent } from "../../src/relay/events.js";
 import { fingerprintSha256 } from "../../src/shared/keys.js";
 import { certificateIdentity, signWithCertificates } from "../../src/ssh2/user-certificate.js";
@@ -120,6 +122,14 @@ describe("user certificates at the relay, with stock ssh", () => {
       describeRelayEvent("session-opened", session).msg,
       /^session \d+ opened: SHA256:\S+ \(certificate "device42-2026" serial 42, principals "device42", CA SHA256:\S+\) from 127\.0\.0\.1:\d+/,
     );
+
+    // The admin inventory and `revtun relay status` name the device by its key id, not its CA line's comment.
+    const inventory = new Inventory(fx.relay);
+    const listed = inventory.sessions().find((x) => x.sessionId === session.sessionId);
+    inventory.close();
+    assert.equal(listed?.certKeyId, "device42-2026");
+    assert.deepEqual(listed?.certPrincipals, ["device42"]);
+    assert.match(formatTable(listed ? [listed] : []), /\ndevice42-2026 \(cert 42\) /);
 
     const audit = nextEvent(fx.relay, "tunnel-connection-closed", (x) => x.name === "device42");
     const op = new SshProc(
@@ -267,6 +277,24 @@ describe("user certificates at the relay, with stock ssh", () => {
     );
     assert.equal(await ssh.waitExit(10_000), 255);
     assert.match(ssh.stderr, /remote port forwarding failed/);
+  });
+
+  test("an RSA certificate offered for ssh-rsa (SHA-1) signatures is refused, as sshd 8.8+ does", async () => {
+    const key = certified(fleetCa, { id: "sha1", principals: ["device42"] }, "rsa");
+    const refusal = nextEvent(fx.relay, "auth-refused", (x) => x.certKeyId === "sha1");
+    const ssh = fx.ssh(key, [
+      "-N",
+      "-l",
+      "device42",
+      "-o",
+      "PubkeyAcceptedAlgorithms=ssh-rsa-cert-v01@openssh.com",
+    ]);
+    const [r] = await refusal;
+    assert.match(
+      r.reason,
+      /^certificate "sha1" was offered for ssh-rsa \(RSA\/SHA-1\) signatures, which sshd refuses since OpenSSH 8\.8/,
+    );
+    assert.equal(await ssh.waitExit(10_000), 255);
   });
 
   test("ECDSA and RSA device certificates log in (signatures as OpenSSH writes them)", async () => {

@@ -5,13 +5,14 @@
  * revoked is closed when the file changes (sshd leaves it running).
  */
 import assert from "node:assert/strict";
-import { renameSync, writeFileSync } from "node:fs";
+import { readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { Relay } from "../../src/relay/index.js";
 import { RevtunError } from "../../src/shared/errors.js";
 import { loadOrCreateHostKey } from "../../src/shared/keys.js";
 import { lineOf, TestCa } from "../helpers/ca.js";
+import { connect } from "../helpers/fleet.js";
 import { type Key, nextEvent, RelayFixture } from "../helpers/relay.js";
 
 describe("--revoked-keys at the relay", () => {
@@ -140,8 +141,19 @@ describe("--revoked-keys at the relay", () => {
       watchAuthorizedKeys: false,
     });
     const loaded = nextEvent(relay, "revoked-keys-loaded");
-    await relay.start();
+    const { port } = await relay.start();
     assert.deepEqual((await loaded)[0], { file: list, kind: "keys", entries: 1, reason: "startup" });
+    // Without a watcher, SIGHUP's reload (reloadAuthorizedKeys) rereads the list and closes what it revokes.
+    const other = fx.key();
+    fx.writeKeys([`permitlisten="device43:22" ${plain.pub}`, other.pub]);
+    await relay.reloadAuthorizedKeys("SIGHUP");
+    const client = await connect(port, readFileSync(other.file, "utf8"));
+    const gone = new Promise((resolve) => client.once("end", () => resolve(undefined)));
+    writeFileSync(list, `${plain.pub}\n${other.pub}\n`);
+    const closed = nextEvent(relay, "session-closed");
+    await relay.reloadAuthorizedKeys("SIGHUP");
+    assert.equal((await closed)[0].reason, "key no longer authorized (revoked)");
+    await gone;
     await relay.close();
     writeFileSync(list, "ssh-ed25519 AAAAbroken\n");
     const broken = new Relay({
