@@ -14,7 +14,8 @@ import { relayCommand } from "../../src/cli/relay-command.js";
 import { loadOrCreateHostKey } from "../../src/shared/keys.js";
 import { lineOf, TestCa } from "../helpers/ca.js";
 import { Revtun, runInProcess } from "../helpers/cli.js";
-import { ed, fleetRelayArgs } from "../helpers/fleet.js";
+import { device, ed, fleetRelayArgs, reach } from "../helpers/fleet.js";
+import { random } from "../helpers/net.js";
 import { RedisServer } from "../helpers/redis.js";
 import { nextEvent, RelayFixture, SshProc } from "../helpers/relay.js";
 import { freePort } from "../helpers/sshd.js";
@@ -182,7 +183,13 @@ describe("--host-certificate", () => {
         validity: "-5m:+1h",
       });
       const u = fx.key();
-      fx.writeKeys([u.pub]);
+      const dev = ed();
+      const op = ed();
+      fx.writeKeys([
+        u.pub,
+        `restrict,port-forwarding,permitlisten="device42:22" ${dev.public} device`,
+        `restrict,permitopen="device*:22" ${op.public} operator`,
+      ]);
       const port = await freePort();
       const primary = new Revtun(args(port, cert));
       procs.push({ kill: async () => void (await primary.stop("SIGTERM")) });
@@ -192,6 +199,19 @@ describe("--host-certificate", () => {
         const p = ssh(port, u.file, hostCa);
         await primary.waitFor(new RegExp(`(session \\d+ opened.*){${i + 1}}`, "s"), 10_000);
         await p.kill();
+      }
+      const opened = [...primary.stderr.matchAll(/session \d+ opened.* worker=(\d)/g)].map((m) => m[1]);
+      assert.deepEqual([...new Set(opened)].sort(), ["0", "1"], primary.stderr);
+      // The peer hop between workers still works: peers (ssh2, no certificate algorithms) get the plain key.
+      const d = await device(port, dev.private);
+      try {
+        for (let i = 0; i < 6; i++) {
+          const data = random(5_000);
+          assert.deepEqual(await reach(port, op.private, data), data);
+        }
+        assert.match(primary.stderr, /tunnel device42:22 .* via relay hc-w\d: closed/);
+      } finally {
+        d.end();
       }
       assert.equal(await primary.stop("SIGTERM"), 0);
     });
