@@ -216,6 +216,19 @@ describe("--host-certificate", () => {
       assert.equal(await primary.stop("SIGTERM"), 0);
     });
 
+    test("a malformed --revoked-keys: the primary exits 2 with one line naming file and line, no worker starts", async () => {
+      const cert = ca.sign(hostCa, hostKey, { host: true, id: "relay-r", principals: ["127.0.0.1"] });
+      const bad = join(fx.dir, "bad_revoked");
+      writeFileSync(bad, "# list\nnot-a-key\n");
+      const r = new Revtun([...args(await freePort(), cert), "--revoked-keys", bad]);
+      const { code } = await r.exited;
+      assert.equal(code, 2, r.stderr);
+      assert.equal(
+        r.stderr.trim(),
+        `revtun relay: ${bad}:2: not a public key or a KRL (type "not-a-key"); make a KRL with ssh-keygen -k -f FILE KEY.pub`,
+      );
+    });
+
     test("a certificate of another key: the primary exits 2 with one line, no worker starts", async () => {
       const other = ca.key("ed25519", "not-the-host-key-2");
       const cert = ca.sign(hostCa, other, { host: true, id: "wrong-w", principals: ["127.0.0.1"] });
