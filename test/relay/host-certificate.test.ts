@@ -7,10 +7,11 @@
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { relayCommand } from "../../src/cli/relay-command.js";
+import { Relay } from "../../src/relay/index.js";
 import { loadOrCreateHostKey } from "../../src/shared/keys.js";
 import { lineOf, TestCa } from "../helpers/ca.js";
 import { Revtun, runInProcess } from "../helpers/cli.js";
@@ -90,6 +91,30 @@ describe("--host-certificate", () => {
     assert.equal(await stranger.waitExit(10_000), 255);
     assert.match(stranger.stderr, /Host key verification failed/);
   });
+
+  for (const kind of ["ecdsa384", "rsa"] as const)
+    test(`a ${kind} host key's certificate: stock ssh connects on the @cert-authority line alone`, async () => {
+      const key = ca.key(kind, `relay_${kind}`);
+      const cert = ca.sign(hostCa, key, { host: true, id: `relay-${kind}`, principals: ["127.0.0.1"] });
+      const u = fx.key();
+      fx.writeKeys([u.pub]);
+      const relay = new Relay({
+        listen: { host: "127.0.0.1", port: 0 },
+        hostKey: readFileSync(key, "utf8"),
+        hostCertificate: lineOf(cert),
+        authorizedKeysFile: fx.authorizedKeys,
+        watchAuthorizedKeys: false,
+      });
+      const { port } = await relay.start();
+      try {
+        const opened = nextEvent(relay, "session-opened");
+        const p = ssh(port, u.file, hostCa);
+        await opened;
+        await p.kill();
+      } finally {
+        await relay.close();
+      }
+    });
 
   const refusedAtStart = async (certFile: string, re: RegExp) => {
     const port = await freePort();
