@@ -78,6 +78,7 @@ export function authorizeCertificate(
       ...(revoked ? { isRevoked: (c: Certificate) => revoked.isRevoked(c) } : {}),
       supportedCriticalOptions: SUPPORTED_CRITICAL_OPTIONS,
       clock: () => now,
+      untrustedHint: "a cert-authority line in authorized_keys with that CA's public key would admit it",
     });
   if (lines.length === 0)
     return { ok: false, reason: refusal(() => checker(undefined).check(cert, undefined)) };

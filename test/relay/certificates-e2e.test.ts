@@ -194,7 +194,7 @@ describe("user certificates at the relay, with stock ssh", () => {
     const caFp = fingerprintSha256(blobOf(`${strangerCa}.pub`));
     assert.equal(
       record.reason,
-      `certificate "stranger" (serial 0, CA ${caFp}) is signed by a CA that is not trusted here (${caFp})`,
+      `certificate "stranger" (serial 0, CA ${caFp}) is signed by a CA that is not trusted here (${caFp}); a cert-authority line in authorized_keys with that CA's public key would admit it`,
     );
   });
 
