@@ -242,7 +242,10 @@ describe("user certificates at the relay, with stock ssh", () => {
       record.reason,
       /has critical option "no-such-option", which is not supported here \(supported: force-command, source-address\); sign it again without -O no-such-option$/,
     );
-    assert.match(line, /^refused publickey authentication for SHA256:\S+ \(certificate "odd" serial 0/);
+    assert.match(
+      line,
+      /^refused publickey authentication for SHA256:\S+ from 127\.0\.0\.1:\d+: certificate "odd" \(serial 0, CA SHA256:\S+\) has critical option "no-such-option"/,
+    );
   });
 
   test("a source-address the peer is not in is refused; one it is in is accepted", async () => {
