@@ -198,17 +198,20 @@ describe("user certificates at the relay, with stock ssh", () => {
     );
   });
 
-  test("a host certificate is refused as a user certificate", async () => {
-    // Stock ssh will not offer a host certificate as a user identity; ssh2 with revtun's hook will.
-    const key = certified(fleetCa, { id: "a-host", principals: ["device42"], host: true });
-    const refusal = nextEvent(fx.relay, "auth-refused", (x) => x.certKeyId === "a-host");
+  /**
+   * Logs in with ssh2 and revtun's certificate hook, presenting `cert` (any
+   * bytes) for `keyFile`: stock ssh will not send a host certificate, nor one
+   * whose CA signature fails (it checks its own certificate on loading).
+   */
+  async function ssh2Login(keyFile: string, cert: Buffer, id: string) {
+    const refusal = nextEvent(fx.relay, "auth-refused", (x) => x.certKeyId === id);
     const client = new ssh2.Client();
     const ended = new Promise<string>((resolve) => {
       client.on("ready", () => resolve("ready"));
       client.on("error", (e) => resolve(e.message));
     });
-    const plain = ssh2.utils.parseKey(readFileSync(key.file)) as ParsedKey;
-    const identity = certificateIdentity(plain, blobOf(`${key.file}-cert.pub`));
+    const plain = ssh2.utils.parseKey(readFileSync(keyFile)) as ParsedKey;
+    const identity = certificateIdentity(plain, cert);
     let tried = false;
     client.connect({
       host: "127.0.0.1",
@@ -225,10 +228,33 @@ describe("user certificates at the relay, with stock ssh", () => {
     const [record] = await refusal;
     assert.match(await ended, /All configured authentication methods failed/);
     client.end();
+    return record;
+  }
+
+  test("a host certificate is refused as a user certificate", async () => {
+    const key = certified(fleetCa, { id: "a-host", principals: ["device42"], host: true });
+    const record = await ssh2Login(key.file, blobOf(`${key.file}-cert.pub`), "a-host");
     assert.match(
       record.reason,
       /^certificate "a-host" .* is a host certificate; a user certificate is needed here/,
     );
+  });
+
+  test("a certificate with a corrupted CA signature, or a changed principal, is refused", async () => {
+    const key = certified(fleetCa, { id: "forged", principals: ["device4x"] });
+    const cert = blobOf(`${key.file}-cert.pub`);
+    const flipped = Buffer.from(cert);
+    flipped[flipped.length - 1] = (flipped[flipped.length - 1] as number) ^ 1;
+    const bad = await ssh2Login(key.file, flipped, "forged");
+    assert.match(
+      bad.reason,
+      /^certificate "forged" .* has a CA signature that does not verify \(corrupted or forged\)$/,
+    );
+    // A device that edits its own principal (device4x -> device42) to claim another name.
+    const edited = Buffer.from(cert.toString("latin1").replace("device4x", "device42"), "latin1");
+    const forged = await ssh2Login(key.file, edited, "forged");
+    assert.deepEqual(forged.certPrincipals, ["device42"]);
+    assert.match(forged.reason, /has a CA signature that does not verify/);
   });
 
   test("a certificate with an unknown critical option is refused", async () => {
