@@ -111,6 +111,7 @@ export class Relay extends EventEmitter<RelayEvents> {
         forwardsBound: this.bindings.size,
         forwardedOpen: [...this.sessions].reduce((n, s) => n + s.forwardedCount, 0),
         authorizedKeys: this.keys.keys.length,
+        revokedKeys: this.revoked?.size ?? 0,
       }),
       options.registry,
     );
@@ -362,11 +363,13 @@ export class Relay extends EventEmitter<RelayEvents> {
       list = revocationList(data, file);
     } catch (err) {
       if (startup) throw err;
+      this.metrics.revokedReloads.inc({ result: "failed" });
       this.emit("revoked-keys-reload-failed", { file, error: (err as Error).message });
       return false;
     }
     this.revoked = list;
     this.revokedDigest = digest(data);
+    this.metrics.revokedReloads.inc({ result: "ok" });
     this.emit("revoked-keys-loaded", { file, kind: list.kind, entries: list.size, reason });
     return true;
   }

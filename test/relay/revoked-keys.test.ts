@@ -122,6 +122,10 @@ describe("--revoked-keys at the relay", () => {
     writeFileSync(`${revoked}.tmp`, "SSHKRL\n\0garbage");
     renameSync(`${revoked}.tmp`, revoked);
     const [f] = await failed;
+    const metrics = await fx.relay.registry.metrics();
+    assert.match(metrics, /revtun_relay_revoked_keys_reloads_total\{result="failed"\} 1/);
+    // The list before stays in force, and is what the gauge counts: serial 1000, key id, key.
+    assert.match(metrics, /\nrevtun_relay_revoked_keys 3\n/);
     assert.match(f.error, /revoked.krl: KRL format version \d+ is not 1$/);
     const key = certified({ id: "dev-1000-again", serial: 1000 });
     const refusal = nextEvent(fx.relay, "auth-refused", (x) => x.certKeyId === "dev-1000-again");
