@@ -231,6 +231,43 @@ describe("user certificates at the relay, with stock ssh", () => {
     return record;
   }
 
+  test("ssh2 with revtun's certificate hook logs in with ed25519, ECDSA and RSA certificates", async () => {
+    for (const kind of ["ed25519", "ecdsa256", "rsa"] as const) {
+      const key = certified(
+        fleetCa,
+        { id: `hook-${kind}`, principals: ["device42"], validity: "-5m:+1h" },
+        kind,
+      );
+      const opened = nextEvent(fx.relay, "session-opened", (x) => x.certKeyId === `hook-${kind}`);
+      const client = new ssh2.Client();
+      const ready = new Promise<string>((resolve) => {
+        client.on("ready", () => resolve("ready"));
+        client.on("error", (e) => resolve(e.message));
+      });
+      const plain = ssh2.utils.parseKey(readFileSync(key.file)) as ParsedKey;
+      client.connect({
+        host: "127.0.0.1",
+        port: fx.port,
+        username: "device42",
+        hostVerifier: () => true,
+        authHandler: [
+          {
+            type: "publickey",
+            username: "device42",
+            key: certificateIdentity(plain, blobOf(`${key.file}-cert.pub`)),
+          },
+        ] as unknown as ssh2.AuthenticationType[],
+      });
+      assert.ok(signWithCertificates(client));
+      try {
+        assert.equal(await ready, "ready", kind);
+        await opened;
+      } finally {
+        client.end();
+      }
+    }
+  });
+
   test("a host certificate is refused as a user certificate", async () => {
     const key = certified(fleetCa, { id: "a-host", principals: ["device42"], host: true });
     const record = await ssh2Login(key.file, blobOf(`${key.file}-cert.pub`), "a-host");
