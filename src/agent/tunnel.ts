@@ -16,7 +16,7 @@ import type { HookStatus } from "../ssh2/hooks.js";
 import { Backoff } from "./backoff.js";
 import { classify } from "./failures.js";
 import { type ForwardSpec, formatBind } from "./forward-spec.js";
-import { type Identity, loadIdentities } from "./identities.js";
+import { type Identity, loadKeys, withCertificates } from "./identities.js";
 import { openJumpChain } from "./jump-hosts.js";
 import { type ResolvedTunnelOptions, resolveOptions, type TunnelOptions } from "./options.js";
 import { type ConnectionInfo, Session, sessionConfig } from "./session.js";
@@ -47,7 +47,7 @@ export interface TunnelEvents {
   connecting: [{ attempt: number; host: string; port: number }];
   connected: [{ handshakeMs: number; serverVersion: string; inactiveHooks: HookStatus[] }];
   "connect-failed": [{ reason: FailureReason; error: Error; attempt: number }];
-  "host-key": [{ status: string; file?: string }];
+  "host-key": [{ status: string; file?: string; certificate?: string }];
   "forward-bound": [{ forward: ForwardSpec; port: number | undefined }];
   "forward-failed": [{ forward: ForwardSpec; reason: string; retryInMs: number | undefined }];
   "connection-open": [ConnectionInfo];
@@ -72,7 +72,12 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
   private readonly stop = new AbortController();
   private everUp = false;
   private fatal: Error | undefined;
+  private keys: Identity[] = [];
   private identities: Identity[] = [];
+
+  private certificateOptions() {
+    return { certificateFiles: this.options.certificateFiles ?? [], home: this.options.home };
+  }
   private started = false;
   readonly options: ResolvedTunnelOptions;
   /** Resolves when the tunnel has stopped, with the error that stopped it, if any. */
@@ -104,11 +109,12 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
   async start(): Promise<this> {
     if (this.started) throw new RevtunError("USAGE", "tunnel already started: start() may be called once");
     this.started = true;
-    this.identities = await loadIdentities({
+    this.keys = await loadKeys({
       identityFiles: this.options.identityFiles ?? [],
       passphrase: this.options.passphrase,
       home: this.options.home,
     });
+    this.identities = await withCertificates(this.keys, this.certificateOptions());
     void this.run();
     return this;
   }
@@ -150,6 +156,13 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
       attempt++;
       this.setState("connecting");
       this.emit("connecting", { attempt, host: this.options.host, port: this.port });
+      // Certificates are read again for each reconnect, as ssh reads them per
+      // connection; one caught mid-replacement keeps the ones read before.
+      if (attempt > 1) {
+        this.identities = await withCertificates(this.keys, this.certificateOptions()).catch(
+          () => this.identities,
+        );
+      }
       const cfg = sessionConfig(this.options, this.identities);
       let session: Session;
       try {
