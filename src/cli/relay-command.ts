@@ -23,6 +23,7 @@ import { checkHostCertificate } from "../relay/host-certificate.js";
 import { Relay } from "../relay/relay.js";
 import { formatHostPort } from "../shared/address.js";
 import { quote } from "../shared/bounded-text.js";
+import { loadRevokedKeys } from "../shared/certificates/index.js";
 import { RevtunError } from "../shared/errors.js";
 import { loadOrCreateHostKey, parsePublicKey } from "../shared/keys.js";
 import { createLogger, type LogFormat, type Logger, RepeatCollapser, type Repeats } from "../shared/log.js";
@@ -129,6 +130,13 @@ export function parseRelayArgs(
     if (typeof v !== "string" || v === "") throw new RevtunError("USAGE", `--${name} is required`);
     return v;
   };
+  /** An optional flag's file name: given, it must not be empty. */
+  const file = (name: string): string => {
+    const v = values[name];
+    if (typeof v !== "string" || v.trim() === "")
+      throw new RevtunError("USAGE", `--${name} needs a file name`);
+    return v;
+  };
   const listenText = str("listen");
   // A bare port listens everywhere, as sshd does; [host:]port otherwise.
   const listen = /^\d+$/.test(listenText.trim())
@@ -177,8 +185,8 @@ export function parseRelayArgs(
     listen,
     hostKey: str("host-key"),
     authorizedKeys: str("authorized-keys"),
-    ...(values["revoked-keys"] !== undefined ? { revokedKeys: str("revoked-keys") } : {}),
-    ...(values["host-certificate"] !== undefined ? { hostCertificate: str("host-certificate") } : {}),
+    ...(values["revoked-keys"] !== undefined ? { revokedKeys: file("revoked-keys") } : {}),
+    ...(values["host-certificate"] !== undefined ? { hostCertificate: file("host-certificate") } : {}),
     ...(metricsAt ? { metrics: metricsAt } : {}),
     ...(adminAt ? { admin: adminAt } : {}),
     ...(typeof adminTokenFile === "string" ? { adminTokenFile } : {}),
@@ -348,6 +356,8 @@ export async function relayCommand(
         const blob = parsePublicKey(hostKey.publicKey)?.blob ?? Buffer.alloc(0);
         checkHostCertificate(await readHostCertificate(args.hostCertificate), blob, new Date());
       }
+      // And the revoked keys file: every worker would refuse to start on a bad one.
+      if (args.revokedKeys !== undefined) await loadRevokedKeys(args.revokedKeys);
       io.stdout.write(`revtun relay: host key ${hostKey.fingerprint}${made}\n`);
     } catch (err) {
       io.stderr.write(`revtun relay: ${(err as Error).message}\n`);

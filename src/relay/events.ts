@@ -22,11 +22,22 @@ export interface CertificateFields {
   certCa?: string;
 }
 
+/**
+ * Principals a record lists at most: a refused certificate is unverified
+ * peer input, and 256 principals of 256 characters would make one
+ * rate-limited record 64 KiB.
+ */
+const RECORD_PRINCIPALS = 16;
+
 export function certificateFields(cert: Certificate): CertificateFields {
+  const p = cert.principals;
   return {
     certKeyId: cert.keyId,
     certSerial: String(cert.serial),
-    certPrincipals: cert.principals,
+    certPrincipals:
+      p.length <= RECORD_PRINCIPALS
+        ? p
+        : [...p.slice(0, RECORD_PRINCIPALS), `…(${p.length - RECORD_PRINCIPALS} more)`],
     certCa: fingerprintSha256(cert.signatureKey),
   };
 }
@@ -224,7 +235,8 @@ const DESCRIBE: { [K in RelayEventName]: (...args: RelayEvents[K]) => DescribedE
   }),
   "auth-refused": (x) => ({
     level: "warn",
-    msg: `refused ${x.method} authentication for ${who(x)}: ${x.reason}${notLogged(x)}`,
+    // A certificate's refusal names it (key id, serial, CA) itself: not twice in one line.
+    msg: `refused ${x.method} authentication for ${x.reason.startsWith("certificate ") ? who({ peer: x.peer, ...(x.fingerprint ? { fingerprint: x.fingerprint } : {}) }) : who(x)}: ${x.reason}${notLogged(x)}`,
   }),
   "session-opened": (x) => ({
     level: "info",

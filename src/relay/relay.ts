@@ -19,7 +19,7 @@ import { dirname } from "node:path";
 import ssh2, { type Connection } from "ssh2";
 import { formatEndpoint } from "../shared/address.js";
 import { boundRecord } from "../shared/bounded-text.js";
-import { type Certificate, loadRevokedKeys, type RevocationList } from "../shared/certificates/index.js";
+import { type Certificate, type RevocationList, revocationList } from "../shared/certificates/index.js";
 import { RevtunError } from "../shared/errors.js";
 import { parseKeyText } from "../shared/keys.js";
 import { certificateHostKeys, presentHostCertificate } from "../ssh2/host-certificate.js";
@@ -111,6 +111,7 @@ export class Relay extends EventEmitter<RelayEvents> {
         forwardsBound: this.bindings.size,
         forwardedOpen: [...this.sessions].reduce((n, s) => n + s.forwardedCount, 0),
         authorizedKeys: this.keys.keys.length,
+        revokedKeys: this.revoked?.size ?? 0,
       }),
       options.registry,
     );
@@ -207,11 +208,18 @@ export class Relay extends EventEmitter<RelayEvents> {
         },
         (conn, info) => this.onSshConnection(conn, info.ip, info.port),
       );
-      if (this.options.hostCertificate !== undefined && !presentHostCertificate(this.ssh))
-        throw new Error("ssh2's key exchange internals are gone: --host-certificate cannot be presented");
     } catch (err) {
       this.state = "closed";
       throw new RevtunError("CONFIG", `relay host key unusable: ${(err as Error).message}`, { cause: err });
+    }
+    // The kex hook (src/ssh2/host-certificate.ts): without it a client that
+    // picked the certificate algorithm would fail the handshake.
+    if (this.options.hostCertificate !== undefined && !presentHostCertificate(this.ssh)) {
+      this.state = "closed";
+      throw new RevtunError(
+        "CONFIG",
+        "the host certificate cannot be presented: the installed ssh2 lacks the key exchange internals revtun's hook needs (ssh2 1.17.0 is pinned)",
+      );
     }
     this.ssh.on("error", () => {});
     const tcp = net.createServer({ noDelay: true }, (socket) => this.onSocket(socket));
@@ -355,22 +363,20 @@ export class Relay extends EventEmitter<RelayEvents> {
     let data: Buffer;
     let list: RevocationList;
     try {
-      data = await readFile(file);
+      data = await readFile(file).catch((err: Error) => {
+        throw new RevtunError("CONFIG", `cannot read revoked keys ${file}: ${err.message}`, { cause: err });
+      });
       if (!startup && reason === "file changed" && digest(data) === this.revokedDigest) return false;
-      list = await loadRevokedKeys(file);
+      list = revocationList(data, file);
     } catch (err) {
-      const message = (err as Error).message;
-      if (startup)
-        throw new RevtunError(
-          "CONFIG",
-          message.startsWith(file) || message.includes(` ${file}`) ? message : `${file}: ${message}`,
-          { cause: err },
-        );
-      this.emit("revoked-keys-reload-failed", { file, error: message });
+      if (startup) throw err;
+      this.metrics.revokedReloads.inc({ result: "failed" });
+      this.emit("revoked-keys-reload-failed", { file, error: (err as Error).message });
       return false;
     }
     this.revoked = list;
     this.revokedDigest = digest(data);
+    this.metrics.revokedReloads.inc({ result: "ok" });
     this.emit("revoked-keys-loaded", { file, kind: list.kind, entries: list.size, reason });
     return true;
   }
