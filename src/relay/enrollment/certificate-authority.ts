@@ -64,7 +64,7 @@ export function parseCertificateAuthority(text: string, file = "CA key"): Certif
         data,
         ecdsa ? { key: privateKey, dsaEncoding: "ieee-p1363" } : privateKey,
       );
-      let body = raw;
+      let body: Buffer = raw;
       if (ecdsa) {
         // RFC 5656 3.1.2: the signature is the string of (mpint r, mpint s).
         const half = raw.length / 2;
