@@ -8,6 +8,8 @@ import type { AuthContext, PublicKeyAuthContext } from "ssh2";
 import { boundText } from "../shared/bounded-text.js";
 import { fingerprintSha256, keyTypeOf, parseKeyText } from "../shared/keys.js";
 import type { AuthorizedKey } from "./authorized-keys.js";
+import { certificateLogin, ENROLL_USER } from "./enrollment/certificate-login.js";
+import type { Enrollment } from "./enrollment/enrollment.js";
 import type { RelayEvents } from "./events.js";
 import type { RelayMetrics } from "./metrics.js";
 import type { ResolvedRelayOptions } from "./options.js";
@@ -26,6 +28,8 @@ export interface AuthHost {
   /** Takes back `failures` failures of `source`: they were a client trying its keys before the right one. */
   forgive(source: string, failures: number): void;
   emit<K extends keyof RelayEvents>(event: K, ...args: RelayEvents[K]): boolean;
+  /** With --ca-key: enrollment logins and certificates this relay signed. */
+  readonly enrollment?: Enrollment | undefined;
 }
 
 /** What authentication needs of its session. */
@@ -43,12 +47,16 @@ export interface Authenticated {
   key: AuthorizedKey;
   blob: Buffer;
   fingerprint: string;
+  /** The device name, when the key was a certificate this relay's CA signed. */
+  certificate?: { name: string; serial: string };
 }
 
 export class SessionAuthentication {
   private failures = 0;
   /** Set once a key has been accepted. */
   accepted: Authenticated | undefined;
+  /** Set when the client logged in to enroll (docs/enrollment.md): it stays unauthenticated. */
+  enrolling = false;
 
   constructor(
     private readonly host: AuthHost,
@@ -57,6 +65,12 @@ export class SessionAuthentication {
 
   handle(ctx: AuthContext): void {
     if (ctx.method === "none") {
+      if (this.host.enrollment && ctx.username === ENROLL_USER) {
+        // Enrollment: the token is the credential, sent inside the session (enrollment-channel.ts).
+        this.enrolling = true;
+        ctx.accept();
+        return;
+      }
       // The probe every client starts with; answering it lists the methods.
       ctx.reject(["publickey"]);
       return;
@@ -69,6 +83,11 @@ export class SessionAuthentication {
   }
 
   private publicKey(ctx: PublicKeyAuthContext): void {
+    const enrollment = this.host.enrollment;
+    if (enrollment?.owns(ctx.key.algo, ctx.key.data)) {
+      void this.enrolledDevice(ctx, enrollment);
+      return;
+    }
     const blob = ctx.key.data;
     const fingerprint = fingerprintSha256(blob);
     const decision = this.host.authorize(blob, this.session.ip);
@@ -101,7 +120,21 @@ export class SessionAuthentication {
       this.refuse(ctx, "bad signature", fingerprint);
       return;
     }
-    const peer = this.host.isPeer(decision.key);
+    this.admit(ctx, { key: decision.key, blob, fingerprint });
+  }
+
+  /** A certificate this relay's CA signed (enrollment/certificate-login.ts). */
+  private async enrolledDevice(ctx: PublicKeyAuthContext, enrollment: Enrollment): Promise<void> {
+    const login = await certificateLogin(enrollment, ctx);
+    if (!login.ok) return this.refuse(ctx, login.reason, login.fingerprint);
+    if (!login.signed) return ctx.accept();
+    const { key, fingerprint, name, serial } = login;
+    this.admit(ctx, { key, blob: ctx.key.data, fingerprint, certificate: { name, serial } });
+  }
+
+  private admit(ctx: PublicKeyAuthContext, accepted: Authenticated): void {
+    const { key, fingerprint } = accepted;
+    const peer = this.host.isPeer(key);
     const max = peer ? this.host.options.limits.maxPeerSessions : this.host.options.limits.maxSessionsPerKey;
     if (this.host.sessionsForKey(fingerprint) >= max) {
       this.refuse(
@@ -111,7 +144,7 @@ export class SessionAuthentication {
       );
       return;
     }
-    this.accepted = { key: decision.key, blob, fingerprint };
+    this.accepted = accepted;
     // An agent that offers other keys first (ssh-agent, several -i) fails
     // before it succeeds; left on the books, a reconnecting agent's own
     // failures would pile up into delays past the handshake timeout.

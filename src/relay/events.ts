@@ -4,6 +4,7 @@
  * `describeRelayEvent` gives each a level and one human sentence.
  */
 import { formatBindAddress as hostPort } from "../shared/address.js";
+import type { EnrollmentRecord } from "./enrollment/enrollment.js";
 
 /** Who a record is about: every refusal names the key (when known) and the peer. */
 export interface SessionRef {
@@ -31,6 +32,8 @@ export interface ForwardInfo extends SessionRef {
 }
 
 export interface RelayEvents {
+  /** Enrollment (docs/enrollment.md): never carries a token. */
+  enrollment: [EnrollmentRecord];
   /** `fleetAddress`: where fleet peers are told to dial this relay, when in a fleet. */
   listening: [{ host: string; port: number; fleetAddress?: string }];
   closed: [];
@@ -159,6 +162,10 @@ const DESCRIBE: { [K in RelayEventName]: (...args: RelayEvents[K]) => DescribedE
     msg: `relay listening on ${hostPort(x.host, x.port)}${x.fleetAddress ? `; fleet peers dial ${x.fleetAddress}` : ""}`,
   }),
   closed: () => ({ level: "info", msg: "relay closed" }),
+  enrollment: (x) => ({
+    level: x.action === "refused" || x.action === "renewal-refused" ? "warn" : "info",
+    msg: `enrollment: ${x.action} ${x.name}${x.peer ? ` from ${x.peer}` : ""}${x.fingerprint ? ` key ${x.fingerprint}` : ""}${x.serial ? ` serial ${x.serial}` : ""}${x.reason ? `: ${x.reason}` : ""}`,
+  }),
   "keys-loaded": (x) => ({
     level: "info",
     msg: `loaded ${x.keys} key(s) from ${x.file}${x.problems ? `, ${x.problems} line(s) skipped` : ""} (${x.reason})`,

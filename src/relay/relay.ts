@@ -20,11 +20,12 @@ import ssh2, { type Connection } from "ssh2";
 import { formatEndpoint } from "../shared/address.js";
 import { boundRecord } from "../shared/bounded-text.js";
 import { RevtunError } from "../shared/errors.js";
-import { parseKeyText } from "../shared/keys.js";
+import { fingerprintSha256, parseKeyText } from "../shared/keys.js";
 import { normalizeIp } from "./address-match.js";
 import { SourcePenalties } from "./authentication.js";
 import { type AuthorizedKeys, parseAuthorizedKeys } from "./authorized-keys.js";
 import { type Binding, BindingTable, type BindOutcome, type ReleaseReason } from "./bindings.js";
+import { Enrollment } from "./enrollment/enrollment.js";
 import type { RelayEvents } from "./events.js";
 import { FleetMember } from "./fleet/member.js";
 import { forwardInfo } from "./forwarding.js";
@@ -80,6 +81,8 @@ export class Relay extends EventEmitter<RelayEvents> {
   private readonly throttle = new Map<string, { start: number; count: number; suppressed: number }>();
   /** Fleet membership (options.fleet): registry, peer pool, the fleet key's admission. */
   private readonly fleet: FleetMember | undefined;
+  /** With options.enrollment (--ca-key): tokens, enrollment, renewal, revocation. */
+  readonly enrollment: Enrollment | undefined;
 
   constructor(options: RelayOptions) {
     super();
@@ -114,7 +117,25 @@ export class Relay extends EventEmitter<RelayEvents> {
       decayMs: this.options.authPenaltyDecayMs,
       maxSources: this.options.limits.maxTrackedSources,
     });
+    if (options.enrollment) {
+      const key = parseKeyText(this.options.hostKey);
+      if (key instanceof Error)
+        throw new RevtunError("CONFIG", `relay host key unusable: ${key.message}`, { cause: key });
+      this.enrollment = new Enrollment(options.enrollment, {
+        now: this.options.now,
+        hostKeyFingerprint: fingerprintSha256(key.getPublicSSH()),
+        record: (r) => this.emit("enrollment", r),
+        changed: (name) => this.enrollmentChanged(name),
+      });
+    }
     this.host = this.sessionHost();
+  }
+
+  /** A device record changed (revoked, re-enrolled, here or on another relay): its other sessions end. */
+  private enrollmentChanged(name: string): void {
+    for (const s of this.authenticatedSessions())
+      if (s.certificateName === name && !this.enrollment?.stillValid(name, s.fingerprint))
+        s.close(`${name}'s enrollment was revoked or replaced`);
   }
 
   /**
@@ -170,6 +191,10 @@ export class Relay extends EventEmitter<RelayEvents> {
       throw new RevtunError("CONFIG", `cannot read authorized keys ${file}: ${err.message}`, { cause: err });
     });
     this.useKeys(text, "startup");
+    await this.enrollment?.start().catch((err: Error) => {
+      this.state = "closed";
+      throw new RevtunError("CONFIG", `cannot read enrollment state: ${err.message}`, { cause: err });
+    });
     try {
       this.ssh = new ssh2.Server(
         {
@@ -295,7 +320,8 @@ export class Relay extends EventEmitter<RelayEvents> {
       this.metrics.reloads.inc({ result: "ok" });
       for (const s of this.authenticatedSessions()) {
         const blob = s.publicKey;
-        if (blob) s.recheck(this.authorize(blob, s.ip));
+        // A device logged in with this relay's certificate is not an authorized_keys line.
+        if (blob && !s.certificateName) s.recheck(this.authorize(blob, s.ip));
       }
       return true;
     };
@@ -329,6 +355,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     await tcpClosed;
     // After the sessions: their names' withdrawals go out first, then the lease.
     await this.fleet?.close();
+    await this.enrollment?.close();
     this.state = "closed";
     this.emit("closed");
   }
@@ -514,6 +541,7 @@ export class Relay extends EventEmitter<RelayEvents> {
       release: (b, reason) => this.release(b, reason),
       holders: (name, port) => this.bindings.holders(name, port),
       fleet: this.fleet,
+      enrollment: this.enrollment,
       closed: (s) => {
         this.sessions.delete(s);
       },

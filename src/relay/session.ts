@@ -16,6 +16,7 @@ import { ipBytes, normalizeIp } from "./address-match.js";
 import { type AuthHost, SessionAuthentication } from "./authentication.js";
 import type { AuthorizedKey } from "./authorized-keys.js";
 import type { Binding, ReleaseReason } from "./bindings.js";
+import { ENROLL_SUBSYSTEM, RENEW_SUBSYSTEM, serveSubsystem } from "./enrollment/enrollment-channel.js";
 import type { SessionInfo, SessionRef } from "./events.js";
 import { type Accept, type ForwardingHost, type Reject, SessionForwarding } from "./forwarding.js";
 import type { KeyDecision } from "./policy.js";
@@ -52,6 +53,8 @@ export class RelaySession {
   key: AuthorizedKey | undefined;
   username = "";
   authenticated = false;
+  /** The device name, for a session that logged in with a certificate this relay's CA signed. */
+  certificateName: string | undefined;
   /** Set once the session is being closed; the reason reported when it is. */
   closing: string | undefined;
   readonly finished: Promise<void>;
@@ -177,7 +180,7 @@ export class RelaySession {
     poolPadding(conn);
     applyWindowPolicy(conn, { onViolation: (reason) => this.close(reason) });
     conn.on("ready", () => this.ready());
-    conn.on("session", (_accept, reject) => this.refuseChannel(reject, "session", NO_SHELL));
+    conn.on("session", (accept, reject) => this.session(accept, reject));
     // direct-tcpip reaches tunnel names only, with permitopen (tunnels.ts).
     conn.on("tcpip", (accept, reject, info) =>
       this.tunnels.open(accept, reject, info as DirectTcpipInfo | undefined),
@@ -198,9 +201,37 @@ export class RelaySession {
     this.key = accepted.key;
     this.keyBlob = accepted.blob;
     this.fingerprint = accepted.fingerprint;
+    this.certificateName = accepted.certificate?.name;
     this.authenticated = true;
     if (this.handshakeTimer) this.clear(this.handshakeTimer);
     this.host.emit("session-opened", this.info());
+  }
+
+  /**
+   * A session channel is only ever enrollment's (docs/enrollment.md): to
+   * enroll, for a session that logged in as revtun-enroll, or to renew, for
+   * one that logged in with a certificate this relay signed.
+   */
+  private session(accept: () => unknown, reject: () => void): void {
+    const e = this.host.enrollment;
+    const name = this.certificateName;
+    const enrolling = this.auth.enrolling && !this.authenticated;
+    if (!e || (!enrolling && !name) || this.closing) {
+      this.refuseChannel(reject, "session", NO_SHELL);
+      return;
+    }
+    const keyBlob = this.key?.blob;
+    const answer = enrolling
+      ? (line: string) => e.enroll(line, this.peer)
+      : (_line: string) => e.renew(name ?? "", keyBlob ?? Buffer.alloc(0), this.peer);
+    const mean = this.host.options.authFailureDelayMs;
+    serveSubsystem(
+      accept as Parameters<typeof serveSubsystem>[0],
+      enrolling ? ENROLL_SUBSYSTEM : RENEW_SUBSYSTEM,
+      answer,
+      (ms, fn) => this.timer(ms, fn),
+      () => mean * (0.6 + Math.random() * 0.8) + this.host.penalize(this.source),
+    );
   }
 
   // ---- refused channels --------------------------------------------------------

@@ -8,6 +8,7 @@ import { createPrivateKey, type KeyObject, sign } from "node:crypto";
 import { RevtunError } from "../../shared/errors.js";
 import { fingerprintSha256, parseKeyText } from "../../shared/keys.js";
 import { readPrivateFile } from "../fleet/fleet-secrets.js";
+import { verifySshSignature } from "./certificate-check.js";
 import { WireWriter } from "./ssh-wire.js";
 
 export interface CertificateAuthority {
@@ -18,6 +19,8 @@ export interface CertificateAuthority {
   readonly fingerprint: string;
   /** The SSH signature blob (string algorithm, string signature) over `data`. */
   sign(data: Buffer): Buffer;
+  /** Whether `signature` (an SSH signature blob) over `data` is this CA's. */
+  verify(data: Buffer, signature: Buffer): boolean;
 }
 
 /** Hash and SSH signature name per CA key type. RSA signs rsa-sha2-512 (OpenSSH's default since 8.2). */
@@ -71,6 +74,9 @@ export function parseCertificateAuthority(text: string, file = "CA key"): Certif
         body = new WireWriter().mpint(raw.subarray(0, half)).mpint(raw.subarray(half)).toBuffer();
       }
       return new WireWriter().string(signer.algo).string(body).toBuffer();
+    },
+    verify(data, signature) {
+      return verifySshSignature(publicBlob, data, signature, signer.algo);
     },
   };
 }
