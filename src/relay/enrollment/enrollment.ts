@@ -27,8 +27,13 @@ export const MIN_CERT_VALIDITY_MS = 60_000;
 export const DEFAULT_TOKEN_TTL_MS = 3600_000;
 export const MAX_TOKEN_TTL_MS = 7 * 24 * 3600_000;
 export const HOST_CERT_VALIDITY_MS = 365 * 24 * 3600_000;
-/** Certificates start this far in the past, for devices whose clock lags (Teleport backdates 1 min, we 5). */
-const BACKDATE_MS = 5 * 60_000;
+/**
+ * Certificates start this far in the past, for devices whose clock lags
+ * (Teleport backdates 1 min), but at most a tenth of the validity: the agent
+ * renews at the middle of [validAfter, validBefore], which a 5-minute
+ * backdate would put before the issue time of a 30 s certificate.
+ */
+const backdateMs = (validityMs: number) => Math.min(5 * 60_000, validityMs / 10);
 const MAX_HOST_KEYS = 8;
 /** sshd's clock-skew allowance is none; a device's clock running ahead should not lock it out at the edge. */
 const EXPIRY_GRACE_S = 0n;
@@ -180,7 +185,7 @@ export class Enrollment {
       certType: "user",
       keyId: `revtun:${name}:${serial}`,
       principals: [name],
-      validAfter: new Date(now.getTime() - BACKDATE_MS),
+      validAfter: new Date(now.getTime() - backdateMs(this.certValidityMs)),
       validBefore,
       serial,
       extensions: ["permit-port-forwarding"],
@@ -192,7 +197,7 @@ export class Enrollment {
         certType: "host",
         keyId: `revtun:${name}:host:${hs}`,
         principals: [name],
-        validAfter: new Date(now.getTime() - BACKDATE_MS),
+        validAfter: new Date(now.getTime() - backdateMs(HOST_CERT_VALIDITY_MS)),
         validBefore: new Date(now.getTime() + HOST_CERT_VALIDITY_MS),
         serial: hs,
       });
@@ -249,7 +254,7 @@ export class Enrollment {
       certType: "user",
       keyId: `revtun:${name}:${serial}`,
       principals: [name],
-      validAfter: new Date(now.getTime() - BACKDATE_MS),
+      validAfter: new Date(now.getTime() - backdateMs(this.certValidityMs)),
       validBefore,
       serial,
       extensions: ["permit-port-forwarding"],
