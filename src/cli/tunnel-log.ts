@@ -16,6 +16,12 @@ export function logTunnel(tunnel: Tunnel, log: Logger, stderr: NodeJS.WritableSt
     if (e.status === "recorded")
       log.warn({ event: "host-key-recorded", file: e.file }, "new host key recorded");
   });
+  tunnel.on("certificate", (e) =>
+    log[e.action === "renewed" ? "info" : e.action === "expired" ? "error" : "warn"](
+      { event: `certificate-${e.action}`, file: e.file },
+      e.message,
+    ),
+  );
   let hooksReported = false;
   tunnel.on("connected", (e) => {
     log.info(
