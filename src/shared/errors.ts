@@ -15,6 +15,7 @@ export type ErrorCode =
   | "CONNECT" // network-level: refused, reset, timeout, DNS
   | "LISTEN" // a server (relay, metrics) cannot listen where it was asked to
   | "FORWARD" // the server refused a forward (ExitOnForwardFailure)
+  | "CERTIFICATE" // an OpenSSH certificate or revocation list is malformed, untrusted or refused
   | "PROTOCOL";
 
 /** Why a connection or session failed, as logs and the `reason` metric label say it. */

@@ -9,7 +9,9 @@
  * Checked against ssh2 1.17.0, the version package.json pins.
  */
 import ssh2, { type Client, type Connection } from "ssh2";
+import { hostCertificateHookLive } from "./host-certificate.js";
 import { sendPacket } from "./transport.js";
+import { userCertificateHookLive } from "./user-certificate.js";
 import { windowHookLive } from "./window.js";
 
 export interface HookStatus {
@@ -39,6 +41,12 @@ export function staticHooks(): HookStatus[] {
     hook("ignore-message", sendPacket !== undefined, "ssh2/lib/protocol/utils.js sendPacket()"),
     hook("keepalive-reset", "_resetKA" in client, "Client#_resetKA"),
     hook("remote-version", "_remoteVer" in client, "Client#_remoteVer"),
+    hook("host-certificate", hostCertificateHookLive(), "ssh2/lib/protocol/kex.js KexInit"),
+    hook(
+      "user-certificate",
+      userCertificateHookLive(),
+      "ssh2/lib/protocol/utils.js sendPacket() and convertSignature()",
+    ),
   ];
 }
 
@@ -71,12 +79,27 @@ export function connectionHooks(owner: Client | Connection): HookStatus[] {
       ? [
           hook("keepalive-reset", typeof o._resetKA === "function", "Client#_resetKA"),
           hook("remote-version", typeof o._remoteVer === "string", "Client#_remoteVer"),
+          hook(
+            "host-certificate",
+            hostCertificateHookLive(owner),
+            "KexInit, Protocol#_kex and Protocol#_offer",
+          ),
+          hook(
+            "user-certificate",
+            userCertificateHookLive(owner as Client),
+            "Protocol#authPK, Protocol#_authsQueue and Protocol#_packetRW.write",
+          ),
         ]
       : [
           hook(
             "channel-open-failure",
             typeof proto?.channelOpenFail === "function",
             "Protocol#channelOpenFail",
+          ),
+          hook(
+            "host-certificate",
+            hostCertificateHookLive(owner),
+            "KexInit, Protocol#_kex and Protocol#_hostKeys",
           ),
         ]),
   ];

@@ -10,7 +10,7 @@
  * failure reproduces; the whole file takes about 2 s.
  */
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -25,7 +25,9 @@ import { parseTunnelsConfig } from "../../src/config/tunnels-file.js";
 import { parseAuthorizedKeys } from "../../src/relay/authorized-keys.js";
 import { parseUserHostPort } from "../../src/shared/address.js";
 import { escapeControl, quote } from "../../src/shared/bounded-text.js";
+import { parseCertificate, parseRevokedKeys } from "../../src/shared/certificates/index.js";
 import { RevtunError } from "../../src/shared/errors.js";
+import { blobOf, TestCa } from "../helpers/ca.js";
 
 // FUZZ_RUNS/FUZZ_SEED explore further by hand; the suite runs the fixed pair.
 const RUNS = Number(process.env.FUZZ_RUNS ?? 300);
@@ -477,6 +479,94 @@ describe("fuzz: parsers of outside input", () => {
     syncProperty("parseUserHostPort", textOf(hostTokens), (s) => parseUserHostPort(s, "destination"));
     syncProperty("parseUserHostPort", textOf(hostTokens), (s) =>
       parseUserHostPort(s, "destination", { allowPort: false }),
+    );
+  });
+});
+
+/**
+ * Binary parsers (certificates, KRLs): real ssh-keygen output mutated by
+ * truncation, byte flips, splices and length fields set huge. No crash, no
+ * exception but a one-line RevtunError; a mutation that still parses must
+ * give a certificate whose fields came from the input.
+ */
+describe("fuzz: certificate and KRL parsers", () => {
+  const ca = new TestCa("revtun-fuzz-ca-");
+  let cert: Buffer = Buffer.alloc(0);
+  let rsaCert: Buffer = Buffer.alloc(0);
+  let krl: Buffer = Buffer.alloc(0);
+  before(() => {
+    const caKey = ca.key("ed25519", "ca");
+    const opts = { principals: ["device42", "ops"], serial: 7, options: ["source-address=127.0.0.1"] };
+    cert = blobOf(ca.sign(caKey, ca.key("ecdsa256", "user"), opts));
+    rsaCert = blobOf(ca.sign(caKey, ca.key("rsa", "rsa"), opts));
+    writeFileSync(join(ca.dir, "spec"), "serial: 5\nserial: 10-20\nserial: 100-90000\nid: device42\n");
+    ca.keygen(["-k", "-f", "krl", "-s", "ca.pub", "spec"]);
+    krl = readFileSync(join(ca.dir, "krl"));
+  });
+  after(() => ca.close());
+
+  /** A mutation of `base`: cut, flipped bytes, a 4-byte length set to a large value, or inserted bytes. */
+  const mutated = (base: () => Buffer) =>
+    fc
+      .tuple(
+        fc.constantFrom("cut", "flip", "length", "insert"),
+        fc.nat(),
+        fc.integer({ min: 1, max: 255 }),
+        fc.uint8Array({ minLength: 1, maxLength: 8 }),
+      )
+      .map(([how, at, x, bytes]) => {
+        const b = Buffer.from(base());
+        const i = at % b.length;
+        if (how === "cut") return b.subarray(0, i);
+        if (how === "flip") {
+          b[i] = (b[i] as number) ^ x;
+          return b;
+        }
+        if (how === "length" && i + 4 <= b.length) {
+          b.writeUInt32BE(0x7fff_ff00 + x, i);
+          return b;
+        }
+        return Buffer.concat([b.subarray(0, i), Buffer.from(bytes), b.subarray(i)]);
+      });
+
+  const property = (name: string, run: (b: Buffer) => unknown) =>
+    fc.property(
+      mutated(() => (name === "rsa" ? rsaCert : name === "krl" ? krl : cert)),
+      (input) => {
+        try {
+          run(input);
+        } catch (err) {
+          if (!(err instanceof RevtunError))
+            throw new Error(`${name}: threw ${String(err)} for ${input.toString("hex")}`);
+          if (breaks(err.message)) throw new Error(`${name}: not one line: ${esc(err.message)}`);
+        }
+      },
+    );
+
+  it("parseCertificate: only one-line RevtunErrors on mutated ECDSA and RSA certificates", () => {
+    fc.assert(property("cert", parseCertificate), params);
+    fc.assert(property("rsa", parseCertificate), params);
+  });
+
+  it("parseRevokedKeys: only one-line RevtunErrors on mutated KRLs and random text", () => {
+    fc.assert(
+      property("krl", (b) => parseRevokedKeys(b, "fuzz.krl")),
+      params,
+    );
+    fc.assert(
+      fc.property(
+        textOf(["ssh-ed25519 ", KEY, "\n", "#", "ssh-ed25519-cert-v01@openssh.com ", "AAAA"]),
+        (text) => {
+          try {
+            parseRevokedKeys(Buffer.from(text), "fuzz.keys");
+          } catch (err) {
+            if (!(err instanceof RevtunError)) throw err;
+            if (breaks(err.message) || !err.message.startsWith("fuzz.keys:"))
+              throw new Error(`bad message ${esc(err.message)}`);
+          }
+        },
+      ),
+      params,
     );
   });
 });

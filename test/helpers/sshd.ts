@@ -35,6 +35,11 @@ export interface SshdOptions {
    */
   first?: string[];
   hostKeyTypes?: string[];
+  /**
+   * Called once the keys exist, before sshd starts; returns more sshd_config
+   * lines, e.g. HostCertificate for a certificate of one of `hostKeys`.
+   */
+  prepare?: (sshd: Sshd) => string[];
 }
 
 export class Sshd {
@@ -47,6 +52,7 @@ export class Sshd {
   log = "";
   private proc: ChildProcess | undefined;
   private readonly configFile: string;
+  private prepared: string[] = [];
 
   private constructor(readonly opts: SshdOptions) {
     this.dir = mkdtempSync(join(tmpdir(), "revtun-sshd-"));
@@ -64,6 +70,7 @@ export class Sshd {
   static async start(opts: SshdOptions = {}): Promise<Sshd> {
     const s = new Sshd(opts);
     s.port = await freePort();
+    s.prepared = opts.prepare?.(s) ?? [];
     await s.launch();
     writeFileSync(s.knownHosts, s.knownHostsLines());
     return s;
@@ -138,6 +145,7 @@ export class Sshd {
       "MaxSessions 50",
       "LogLevel VERBOSE",
       ...(this.opts.config ?? []),
+      ...this.prepared,
     ];
     writeFileSync(this.configFile, `${lines.join("\n")}\n`);
   }

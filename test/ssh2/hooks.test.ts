@@ -5,15 +5,30 @@
  * names the hook. Real in-process ssh2 Client and Server on loopback.
  */
 import assert from "node:assert/strict";
-import net from "node:net";
+import { execFile } from "node:child_process";
+import { once } from "node:events";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import net, { type AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import type { Connection } from "ssh2";
+import ssh2, { type Connection, type ParsedKey } from "ssh2";
+import { keyTypeOf } from "../../src/shared/keys.js";
 import { disableAutoDestroy, isSsh2Channel, serverEof } from "../../src/ssh2/channel.js";
 import { OPEN_FAILURE, rejectChannelOpen } from "../../src/ssh2/channel-open-failure.js";
 import { connectionHooks, staticHooks } from "../../src/ssh2/hooks.js";
+import {
+  acceptHostCertificates,
+  certificateHostKeys,
+  presentHostCertificate,
+} from "../../src/ssh2/host-certificate.js";
 import { poolPadding } from "../../src/ssh2/padding-pool.js";
 import { keepaliveReset, remoteVersion, sendIgnore } from "../../src/ssh2/transport.js";
+import { certificateIdentity, signWithCertificates } from "../../src/ssh2/user-certificate.js";
+import { waitFor } from "../helpers/net.js";
+import { SshCa } from "../helpers/ssh-ca.js";
 import { type Ssh2Pair, ssh2Pair } from "../helpers/ssh2-loopback.js";
+import { Sshd } from "../helpers/sshd.js";
 
 // AES-GCM, so the padding pool applies (it leaves other ciphers alone).
 const GCM = "aes128-gcm@openssh.com";
@@ -39,7 +54,7 @@ describe("hooks into ssh2 internals are live", () => {
       staticHooks()
         .map((h) => h.name)
         .sort(),
-      ["ignore-message", "keepalive-reset", "remote-version"],
+      ["host-certificate", "ignore-message", "keepalive-reset", "remote-version", "user-certificate"],
     );
   });
 
@@ -49,15 +64,18 @@ describe("hooks into ssh2 internals are live", () => {
     for (const h of client) assert.ok(h.live, `client hook ${h.name} is not live (needs ${h.needs})`);
     for (const h of server) assert.ok(h.live, `server hook ${h.name} is not live (needs ${h.needs})`);
     assert.deepEqual(client.map((h) => h.name).sort(), [
+      "host-certificate",
       "ignore-message",
       "keepalive-reset",
       "padding-pool",
       "receive-window",
       "remote-version",
+      "user-certificate",
       "window-seed",
     ]);
     assert.deepEqual(server.map((h) => h.name).sort(), [
       "channel-open-failure",
+      "host-certificate",
       "ignore-message",
       "padding-pool",
       "receive-window",
@@ -157,4 +175,166 @@ describe("hooks into ssh2 internals are live", () => {
     );
     assert.equal(plain.message, "(SSH) Channel open failure: ", "channel-open-failure: ssh2's own reject()");
   });
+});
+
+describe("certificate hooks against OpenSSH", () => {
+  // One sshd with an ed25519, an ECDSA and an RSA host key, each with a host
+  // certificate, trusting user certificates from the same CA.
+  let dir: string;
+  let ca: SshCa;
+  let sshd: Sshd;
+  const types = ["ed25519", "ecdsa", "rsa"];
+  const userKeys = new Map<string, string>();
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), "revtun-cert-hooks-"));
+    ca = new SshCa(dir);
+    sshd = await Sshd.start({
+      hostKeyTypes: types,
+      prepare: (s) => [
+        ...s.hostKeys.map((k) => `HostCertificate ${ca.sign(k, { host: true, principals: ["127.0.0.1"] })}`),
+        `TrustedUserCAKeys ${ca.key}.pub`,
+      ],
+    });
+    for (const t of types) {
+      const key = SshCa.newKey(dir, `id_${t}`, t);
+      ca.sign(key, { principals: [sshd.user], id: `user-${t}` });
+      userKeys.set(t, key);
+    }
+  });
+  after(async () => {
+    await sshd?.close();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** The certified host key: here simply sshd's host key file of the certificate's type. */
+  const hostKeyOf = (cert: Buffer) =>
+    sshd.hostKeys
+      .map((k) => SshCa.blob(`${k}.pub`))
+      .find((plain) => keyTypeOf(cert).startsWith(keyTypeOf(plain)));
+
+  /** Connects an ssh2 Client to sshd; resolves with what the hostVerifier saw and whether it logged in. */
+  function login(o: { hostAlgorithm?: string; userKey: string; hooks: boolean }) {
+    const client = new ssh2.Client();
+    const key = ssh2.utils.parseKey(readFileSync(o.userKey)) as ParsedKey;
+    const identity = certificateIdentity(key, SshCa.blob(`${o.userKey}-cert.pub`));
+    let presented = "";
+    let tried = false;
+    const done = new Promise<{ presented: string; ready: boolean; error?: string }>((resolve) => {
+      client.on("ready", () => resolve({ presented, ready: true }));
+      client.on("error", (e) => resolve({ presented, ready: false, error: e.message }));
+    });
+    client.connect({
+      host: "127.0.0.1",
+      port: sshd.port,
+      username: sshd.user,
+      readyTimeout: 5000,
+      hostVerifier: (blob: Buffer) => {
+        presented = keyTypeOf(blob);
+        return true;
+      },
+      authHandler: (_methods, _partial, next) => {
+        if (tried) return next(false as unknown as ssh2.AnyAuthMethod);
+        tried = true;
+        next({ type: "publickey", username: sshd.user, key: identity });
+      },
+    });
+    if (o.hooks) {
+      if (o.hostAlgorithm) assert.ok(acceptHostCertificates(client, [o.hostAlgorithm], hostKeyOf));
+      assert.ok(
+        signWithCertificates(client),
+        "user-certificate: signWithCertificates() found ssh2's internals",
+      );
+    }
+    return done.finally(() => client.end());
+  }
+
+  const hostAlgorithms: [string, string][] = [
+    ["ssh-ed25519-cert-v01@openssh.com", "ed25519"],
+    ["ecdsa-sha2-nistp256-cert-v01@openssh.com", "ecdsa"],
+    ["rsa-sha2-512-cert-v01@openssh.com", "rsa"],
+    ["rsa-sha2-256-cert-v01@openssh.com", "rsa"],
+  ];
+  for (const [alg, type] of hostAlgorithms) {
+    test(`host-certificate and user-certificate: ssh2 gets sshd's ${alg} and logs in with a ${type} user certificate`, async () => {
+      const got = await login({ hostAlgorithm: alg, userKey: userKeys.get(type) ?? "", hooks: true });
+      assert.equal(got.error, undefined, `handshake or login failed: ${got.error}`);
+      assert.ok(got.ready, "logged in");
+      assert.equal(
+        got.presented,
+        alg.startsWith("rsa") ? "ssh-rsa-cert-v01@openssh.com" : alg,
+        "hostVerifier got the certificate",
+      );
+      await waitFor(
+        () => sshd.log.includes(`Accepted certificate ID "user-${type}"`),
+        `sshd accepted user-${type}`,
+        3000,
+      );
+    });
+  }
+
+  test("user-certificate: without the hook, sshd refuses the certificate (the hook is what makes it work)", async () => {
+    const got = await login({ userKey: userKeys.get("ecdsa") ?? "", hooks: false });
+    assert.equal(got.ready, false);
+    assert.match(got.error ?? "", /authentication methods failed/);
+  });
+
+  for (const type of types) {
+    test(`host-certificate (server side): OpenSSH ssh checks an ssh2 server's ${type} certificate against @cert-authority`, async () => {
+      const hostKey = SshCa.newKey(dir, `relay_${type}`, type);
+      const cert = ca.sign(hostKey, { host: true, principals: ["127.0.0.1"] });
+      const key = ssh2.utils.parseKey(readFileSync(hostKey)) as ParsedKey;
+      const server = new ssh2.Server(
+        { hostKeys: [...certificateHostKeys(key, SshCa.blob(cert)), { key }] },
+        (conn) => {
+          conn.on("error", () => {});
+          conn.on("authentication", (ctx) => ctx.reject());
+        },
+      );
+      assert.ok(
+        presentHostCertificate(server),
+        "host-certificate: presentHostCertificate() found ssh2's internals",
+      );
+      server.listen(0, "127.0.0.1");
+      await once(server, "listening");
+      const known = join(dir, `known_${type}`);
+      writeFileSync(known, ca.knownHostsLine("[127.0.0.1]:*"));
+      const { port } = server.address() as AddressInfo;
+      const stderr = await new Promise<string>((resolve) =>
+        execFile(
+          "ssh",
+          [
+            "-v",
+            "-p",
+            String(port),
+            "-F",
+            "none",
+            "-o",
+            `UserKnownHostsFile=${known}`,
+            "-o",
+            "GlobalKnownHostsFile=/dev/null",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "ConnectTimeout=5",
+            "x@127.0.0.1",
+            "true",
+          ],
+          { timeout: 10_000 },
+          (_e, _out, err) => resolve(String(err)),
+        ),
+      );
+      server.close();
+      assert.doesNotMatch(stderr, /Host key verification failed/);
+      assert.match(
+        stderr,
+        /is known and matches the (ED25519|ECDSA|RSA)-CERT host certificate/,
+        "ssh accepted the host certificate",
+      );
+      assert.match(stderr, /Permission denied/, "ssh went on to authenticate");
+    });
+  }
 });
