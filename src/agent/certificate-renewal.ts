@@ -10,8 +10,8 @@
  */
 import { readFile } from "node:fs/promises";
 import type { ClientChannel } from "ssh2";
-import { parseSignedCertificate } from "../relay/enrollment/certificate-check.js";
 import { RENEW_SUBSYSTEM } from "../relay/enrollment/enrollment-channel.js";
+import { parseCertificate } from "../shared/certificates/index.js";
 import { writeFileAtomic } from "../shared/write-atomic.js";
 
 /** What the tunnel reports (its `certificate` event). */
@@ -42,8 +42,8 @@ async function certificatesOf(identityFiles: string[]): Promise<Held[]> {
     const b64 = text?.trim().split(/\s+/)[1];
     if (!b64) continue;
     try {
-      const c = parseSignedCertificate(Buffer.from(b64, "base64"));
-      if (c.certType !== 1) continue;
+      const c = parseCertificate(Buffer.from(b64, "base64"));
+      if (c.certType !== "user") continue;
       out.push({
         file,
         publicKey: c.publicKey,
@@ -114,7 +114,7 @@ export function renewCertificates(o: {
     let target: Held | undefined;
     if (answer.ok === true && blob) {
       try {
-        const key = parseSignedCertificate(Buffer.from(blob, "base64")).publicKey;
+        const key = parseCertificate(Buffer.from(blob, "base64")).publicKey;
         target = held.find((h) => h.publicKey.equals(key));
       } catch {
         target = undefined;

@@ -5,10 +5,10 @@
  * chooses the hash each key type signs with and wraps the result.
  */
 import { createPrivateKey, type KeyObject, sign } from "node:crypto";
+import { verifySshSignature } from "../../shared/certificates/index.js";
 import { RevtunError } from "../../shared/errors.js";
 import { fingerprintSha256, parseKeyText } from "../../shared/keys.js";
 import { readPrivateFile } from "../fleet/fleet-secrets.js";
-import { verifySshSignature } from "./certificate-check.js";
 import { WireWriter } from "./ssh-wire.js";
 
 export interface CertificateAuthority {
@@ -76,7 +76,7 @@ export function parseCertificateAuthority(text: string, file = "CA key"): Certif
       return new WireWriter().string(signer.algo).string(body).toBuffer();
     },
     verify(data, signature) {
-      return verifySshSignature(publicBlob, data, signature, signer.algo);
+      return verifySshSignature(publicBlob, signature, data);
     },
   };
 }

@@ -5,19 +5,14 @@
  * store's; the SSH side is enrollment-channel.ts, the hook into
  * authentication is relay/authentication.ts.
  */
+
+import { CertChecker, type Certificate, parseCertificate } from "../../shared/certificates/index.js";
 import { RevtunError } from "../../shared/errors.js";
 import { fingerprintSha256, parsePublicKey } from "../../shared/keys.js";
 import type { AuthorizedKey } from "../authorized-keys.js";
 import { parseTunnelName } from "../names.js";
 import type { CertificateAuthority } from "./certificate-authority.js";
-import { parseSignedCertificate, type SignedCertificate } from "./certificate-check.js";
-import {
-  CERT_TYPE,
-  certificateLine,
-  randomSerial,
-  signableKeyType,
-  signCertificate,
-} from "./sign-certificate.js";
+import { certificateLine, randomSerial, signableKeyType, signCertificate } from "./sign-certificate.js";
 import type { DeviceRecord, EnrollmentStore } from "./store.js";
 import { decodeToken, encodeToken, newToken, tokenHash } from "./token.js";
 
@@ -35,8 +30,6 @@ export const HOST_CERT_VALIDITY_MS = 365 * 24 * 3600_000;
  */
 const backdateMs = (validityMs: number) => Math.min(5 * 60_000, validityMs / 10);
 const MAX_HOST_KEYS = 8;
-/** sshd's clock-skew allowance is none; a device's clock running ahead should not lock it out at the edge. */
-const EXPIRY_GRACE_S = 0n;
 
 export interface EnrollmentOptions {
   ca: CertificateAuthority;
@@ -57,7 +50,7 @@ export type RenewAnswer =
 
 /** A certificate this CA signed, checked for a login. */
 export type CertificateDecision =
-  | { ok: true; name: string; cert: SignedCertificate; key: AuthorizedKey; fingerprint: string }
+  | { ok: true; name: string; cert: Certificate; key: AuthorizedKey; fingerprint: string }
   | { ok: false; reason: string; fingerprint?: string };
 
 /** What the service tells the relay; the relay turns it into an event. */
@@ -83,6 +76,7 @@ export class Enrollment {
   readonly ca: CertificateAuthority;
   readonly certValidityMs: number;
   private readonly store: EnrollmentStore;
+  private readonly checker: CertChecker;
   /** Device records by name, so a login needs no store round trip (refreshed on every change). */
   private readonly cache = new Map<string, DeviceRecord>();
 
@@ -99,6 +93,12 @@ export class Enrollment {
     this.ca = o.ca;
     this.store = o.store;
     this.certValidityMs = o.certValidityMs ?? DEFAULT_CERT_VALIDITY_MS;
+    this.checker = new CertChecker({
+      certType: "user",
+      isAuthority: (caBlob) => caBlob.equals(this.ca.publicBlob),
+      clock: hooks.now,
+      requirePrincipal: true,
+    });
     if (!Number.isFinite(this.certValidityMs) || this.certValidityMs < MIN_CERT_VALIDITY_MS)
       throw new RevtunError(
         "USAGE",
@@ -295,34 +295,32 @@ export class Enrollment {
   owns(algo: string, blob: Buffer): boolean {
     if (!algo.endsWith("-cert-v01@openssh.com")) return false;
     try {
-      return parseSignedCertificate(blob).signatureKey.equals(this.ca.publicBlob);
+      return parseCertificate(blob).signatureKey.equals(this.ca.publicBlob);
     } catch {
       return false;
     }
   }
 
   /**
-   * PROTOCOL.certkeys and sshd's order: the CA signature, user type, the
-   * validity window, the principal, then the device record (not revoked,
-   * this very key). Each refusal is one phrase.
+   * The shared certificate checker (src/shared/certificates, sshd's order:
+   * type, this CA, its signature, validity, no unknown critical option),
+   * then what enrollment adds: exactly one principal that is a tunnel name,
+   * whose device record exists, is not revoked, and holds this very key.
    */
   async check(blob: Buffer): Promise<CertificateDecision> {
-    let cert: SignedCertificate;
+    let cert: Certificate;
     try {
-      cert = parseSignedCertificate(blob);
+      cert = parseCertificate(blob);
     } catch (err) {
       return { ok: false, reason: `unreadable certificate: ${(err as Error).message}` };
     }
     const fingerprint = fingerprintSha256(cert.publicKey);
     const no = (reason: string): CertificateDecision => ({ ok: false, reason, fingerprint });
-    if (!cert.signatureKey.equals(this.ca.publicBlob) || !this.ca.verify(cert.signed, cert.signature))
-      return no("certificate signature does not verify with the relay's CA");
-    if (cert.certType !== CERT_TYPE.user) return no("a host certificate cannot log in");
-    const now = BigInt(Math.floor(this.hooks.now().getTime() / 1000));
-    if (now < cert.validAfter) return no("certificate is not yet valid");
-    if (now >= cert.validBefore + EXPIRY_GRACE_S) return no("certificate expired");
-    if (cert.criticalOptions.length > 0)
-      return no("certificate has critical options the relay does not know");
+    try {
+      this.checker.check(cert, undefined);
+    } catch (err) {
+      return no((err as Error).message);
+    }
     const name = cert.principals[0];
     if (cert.principals.length !== 1 || name === undefined || "error" in parseTunnelName(name))
       return no("certificate does not name one device");

@@ -6,7 +6,7 @@
  * device's session on A within 5 s and refuses its next login there.
  */
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
@@ -34,10 +34,11 @@ test("a fleet of two: token from A redeemed at B, one winner of a race, revoke v
     const fleetKey = parseFleetKey(ed().private);
     const start = async (id: string) => {
       const port = await freePort();
+      const hostKey = ed();
       const redisTarget = { host: "127.0.0.1", port: redis.port, db: 0 };
       const r = new Relay({
         listen: { host: "127.0.0.1", port },
-        hostKey: ed().private,
+        hostKey: hostKey.private,
         authorizedKeysFile: join(dir, "authorized_keys"),
         watchAuthorizedKeys: false,
         authFailureDelayMs: 100,
@@ -50,7 +51,7 @@ test("a fleet of two: token from A redeemed at B, one winner of a race, revoke v
       });
       relays.push(r);
       await r.start();
-      return { relay: r, port };
+      return { relay: r, port, hostKeyLine: `[127.0.0.1]:${port} ${hostKey.public}` };
     };
     const a = await start("relay-a");
     const b = await start("relay-b");
@@ -74,8 +75,7 @@ test("a fleet of two: token from A redeemed at B, one winner of a race, revoke v
 
     // The device logs in at A with the certificate B signed.
     f.relay = a.relay;
-    // revtun enroll recorded A's and B's host keys there; the fixture's ssh reads its own file.
-    writeFileSync(f.knownHosts, readFileSync(join(dir, "kh")));
+    writeFileSync(f.knownHosts, `${a.hostKeyLine}\n`);
     const bound = nextEvent(a.relay, "forward-bound", (e) => e.address === "device42");
     const ssh = f.ssh({ file: join(dir, "dev"), pub: "" }, [
       "-N",
