@@ -1,27 +1,37 @@
 /**
  * Identities: the private keys to offer, from -i / IdentityFile, or ssh's
- * default files in ~/.ssh when none is named.
+ * default files in ~/.ssh when none is named, and the user certificates for
+ * them: CertificateFile, or else each key's `-cert.pub` beside it.
  */
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { ParsedKey } from "ssh2";
 import { expandTilde } from "../shared/address.js";
+import { quote } from "../shared/bounded-text.js";
+import { type Certificate, parseCertificate } from "../shared/certificates/index.js";
 import { RevtunError } from "../shared/errors.js";
 import { fingerprintSha256, parseKeyText } from "../shared/keys.js";
+import { certificateIdentity } from "../ssh2/user-certificate.js";
 
 export interface IdentityOptions {
   /** Identity files named by the user (-i, IdentityFile). Missing ones are an error. */
   identityFiles: string[];
+  /** User certificates named by the user (CertificateFile). Missing ones are an error. */
+  certificateFiles?: string[];
   passphrase?: string | undefined;
   /** Home directory for the default identities (~/.ssh/id_*). */
   home?: string | undefined;
 }
 
 export interface Identity {
+  /** The private key's file, or for a certificate the certificate's. */
   file: string;
+  /** What ssh2 authenticates with: the key, or the key presenting its certificate. */
   key: ParsedKey;
-  /** For messages: "ssh-ed25519 SHA256:…". */
+  /** For messages: "ssh-ed25519 SHA256:…", with a certificate's ID and serial. */
   label: string;
+  /** The user certificate `key` presents, if it is one. */
+  certificate?: Certificate;
 }
 
 export const DEFAULT_IDENTITIES = ["id_ed25519", "id_ecdsa", "id_rsa"];
@@ -59,16 +69,105 @@ async function loadIdentity(file: string, passphrase: string | undefined, explic
   return { file, key, label: `${key.type} ${fingerprintSha256(key.getPublicSSH())}` } satisfies Identity;
 }
 
-/** Loads the identities to offer: the named ones, else ssh's defaults that exist. */
+/**
+ * Loads the identities to offer, in ssh's order (ssh.c
+ * load_public_identity_files, sshconnect2.c pubkey_prepare): each
+ * CertificateFile's certificate with the key it certifies, then the keys
+ * (the named ones, else ssh's defaults that exist). Without CertificateFile,
+ * a key's `-cert.pub` beside it is offered right after the key, as ssh does.
+ */
 export async function loadIdentities(opts: IdentityOptions): Promise<Identity[]> {
   const explicit = opts.identityFiles.length > 0;
   const files = explicit
     ? opts.identityFiles.map((f) => expandTilde(f, opts.home))
     : DEFAULT_IDENTITIES.map((f) => expandTilde(join("~/.ssh", f), opts.home));
-  const out: Identity[] = [];
+  const keys: Identity[] = [];
   for (const f of files) {
     const id = await loadIdentity(f, opts.passphrase, explicit);
-    if (id) out.push(id);
+    if (id) keys.push(id);
+  }
+  const certificateFiles = (opts.certificateFiles ?? []).map((f) => expandTilde(f, opts.home));
+  const out: Identity[] = [];
+  for (const file of certificateFiles) {
+    const cert = await loadCertificate(file, true);
+    if (!cert) continue;
+    if (cert.certType !== "user") {
+      throw new RevtunError(
+        "IDENTITY",
+        `certificate file ${file} holds a host certificate; logging in needs a user certificate (ssh-keygen -s without -h)`,
+      );
+    }
+    const id = keys.find((k) => k.key.getPublicSSH().equals(cert.publicKey));
+    if (!id) {
+      throw new RevtunError(
+        "IDENTITY",
+        `certificate file ${file} certifies ${cert.keyType} ${fingerprintSha256(cert.publicKey)}, which no identity file holds; name its private key with -i or IdentityFile`,
+      );
+    }
+    out.push(withCertificate(id, cert, file));
+  }
+  for (const id of keys) {
+    out.push(id);
+    if (certificateFiles.length > 0) continue;
+    // ssh loads "<key>-cert.pub" silently when it is there, and offers it
+    // even if it is not for this key; the server would refuse that, so skip it.
+    const file = `${id.file}-cert.pub`;
+    const cert = await loadCertificate(file, false).catch(() => undefined);
+    if (cert?.certType === "user" && id.key.getPublicSSH().equals(cert.publicKey)) {
+      out.push(withCertificate(id, cert, file));
+    }
   }
   return out;
+}
+
+function withCertificate(id: Identity, cert: Certificate, file: string): Identity {
+  let key: ParsedKey;
+  try {
+    key = certificateIdentity(id.key, cert.raw);
+  } catch (err) {
+    throw new RevtunError("IDENTITY", `certificate file ${file}: ${(err as Error).message}`);
+  }
+  return {
+    file,
+    key,
+    certificate: cert,
+    label: `${cert.type} ${fingerprintSha256(cert.publicKey)} ID ${quote(cert.keyId)} serial ${cert.serial}${expiry(cert)}`,
+  };
+}
+
+/** ", expired <time>" or ", not valid before <time>", for the refusal message that lists what was tried. */
+function expiry(cert: Certificate): string {
+  const now = BigInt(Math.floor(Date.now() / 1000));
+  const at = (s: bigint) => new Date(Number(s) * 1000).toISOString();
+  if (now >= cert.validBefore) return `, expired ${at(cert.validBefore)}`;
+  if (now < cert.validAfter) return `, not valid before ${at(cert.validAfter)}`;
+  return "";
+}
+
+/** A user certificate from an OpenSSH `-cert.pub` file: `type base64 [comment]`. */
+async function loadCertificate(file: string, explicit: boolean): Promise<Certificate | undefined> {
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (!explicit && code === "ENOENT") return undefined;
+    throw new RevtunError(
+      "IDENTITY",
+      code === "ENOENT"
+        ? `certificate file ${file} not found; check CertificateFile`
+        : `cannot read certificate file ${file}: ${(err as Error).message}`,
+    );
+  }
+  const [type, base64] = text.trim().split(/\s+/);
+  try {
+    const cert = parseCertificate(Buffer.from(base64 ?? "", "base64"));
+    if (cert.type !== type) throw new Error(`its blob is a ${cert.type}, its line says ${quote(type ?? "")}`);
+    return cert;
+  } catch (err) {
+    throw new RevtunError(
+      "IDENTITY",
+      `certificate file ${file} is not an OpenSSH certificate revtun can read: ${(err as Error).message}`,
+    );
+  }
 }

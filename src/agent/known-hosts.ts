@@ -9,6 +9,13 @@ import { createHmac, randomBytes } from "node:crypto";
 import { type FileHandle, mkdir, open, readFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
+import { quote } from "../shared/bounded-text.js";
+import {
+  CertChecker,
+  type Certificate,
+  isCertificateType,
+  parseCertificate,
+} from "../shared/certificates/index.js";
 import { RevtunError } from "../shared/errors.js";
 import { fingerprintSha256, keyTypeOf } from "../shared/keys.js";
 import { matchPatternList } from "../shared/patterns.js";
@@ -27,10 +34,13 @@ export interface HostKeyCheck {
   hashKnownHosts?: boolean;
   /** Called for policy "ask" when the host is unknown; resolve true to accept (and record). Absent => refuse, as ssh without a terminal. */
   confirm?: (info: { host: string; port: number; keyType: string; fingerprint: string }) => Promise<boolean>;
+  /** The time a host certificate's validity is checked at. Default: now. */
+  clock?: () => Date;
 }
 
 export type HostKeyVerdict =
-  | { status: "known"; file: string; line: number }
+  /** `certificate` says which, when the key was a host certificate vouched for by the @cert-authority line at file:line. */
+  | { status: "known"; file: string; line: number; certificate?: string }
   | { status: "recorded"; file: string }
   /** The key was accepted but could not be written (ssh logs this and connects anyway); `reason` says why. */
   | { status: "accepted-unrecorded"; reason?: string };
@@ -161,9 +171,18 @@ async function loadEntries(files: string[]): Promise<LocatedEntry[]> {
  * hostVerifier receives it. Throws RevtunError on refusal.
  */
 export async function checkHostKey(check: HostKeyCheck, keyBlob: Buffer): Promise<HostKeyVerdict> {
+  const entries = await loadEntries(check.files);
+  if (isCertificateType(keyTypeOf(keyBlob))) return checkHostCertificate(check, keyBlob, entries);
+  return checkPlainKey(check, keyBlob, entries);
+}
+
+async function checkPlainKey(
+  check: HostKeyCheck,
+  keyBlob: Buffer,
+  entries: LocatedEntry[],
+): Promise<HostKeyVerdict> {
   const name = knownHostsName(check.host, check.port);
   const offered: Offered = { name, type: keyTypeOf(keyBlob), fingerprint: fingerprintSha256(keyBlob) };
-  const entries = await loadEntries(check.files);
 
   // A revoked key stays refused whichever host name it is listed under and whatever else
   // says it is known: it is the private key that is compromised, not a name.
@@ -175,7 +194,7 @@ export async function checkHostKey(check: HostKeyCheck, keyBlob: Buffer): Promis
     );
   }
 
-  // @cert-authority lines vouch for certificates, which we never receive, so they neither
+  // @cert-authority lines vouch for certificates (checkHostCertificate), so they neither
   // make a plain key known nor make a different one a mismatch.
   const forHost = entries.filter((e) => e.marker === undefined && entryMatchesHost(e, name));
   const match = forHost.find((e) => e.key.equals(keyBlob));
@@ -228,6 +247,104 @@ export async function checkHostKey(check: HostKeyCheck, keyBlob: Buffer): Promis
     }
   }
   return record(target, name, keyBlob, check.hashKnownHosts ?? false);
+}
+
+/**
+ * A host certificate, as ssh checks one (sshconnect.c check_host_key,
+ * hostfile.c): refused if its key or its CA is @revoked; trusted if an
+ * @cert-authority line for this host names its CA and the certificate is a
+ * host certificate, valid now, naming the host (or HostKeyAlias) among its
+ * principals, with a good CA signature (src/shared/certificates checks that).
+ *
+ * Without a CA line for it, ssh retries with the certified key as a plain
+ * host key ("No matching CA found. Retry with plain key"); so do we, so a
+ * host known by its key still connects. Unlike ssh, a certificate whose CA
+ * is trusted here but which fails a check is refused outright, never
+ * retried as a plain key that accept-new would then record: the operator
+ * said which CA vouches for this host, and this certificate is not good.
+ */
+async function checkHostCertificate(
+  check: HostKeyCheck,
+  blob: Buffer,
+  entries: LocatedEntry[],
+): Promise<HostKeyVerdict> {
+  const name = knownHostsName(check.host, check.port);
+  let cert: Certificate;
+  try {
+    cert = parseCertificate(blob);
+  } catch (err) {
+    throw new RevtunError(
+      "HOSTKEY_MISMATCH",
+      `host certificate for ${name} is malformed: ${(err as Error).message}; refusing to connect`,
+    );
+  }
+  const ca = `${keyTypeOf(cert.signatureKey)} ${fingerprintSha256(cert.signatureKey)}`;
+  const what = `host certificate for ${name} (ID ${quote(cert.keyId)}, serial ${cert.serial}, CA ${ca})`;
+
+  const revoked = entries.find(
+    (e) => e.marker === "revoked" && (e.key.equals(cert.publicKey) || e.key.equals(cert.signatureKey)),
+  );
+  if (revoked) {
+    const which = revoked.key.equals(cert.signatureKey) ? "its CA" : "its key";
+    throw new RevtunError(
+      "HOSTKEY_REVOKED",
+      `${what}: ${which} is marked @revoked in ${displayPath(revoked.file)}:${revoked.line}; refusing to connect`,
+    );
+  }
+
+  const authorities = entries.filter((e) => e.marker === "cert-authority" && entryMatchesHost(e, name));
+  const trusted = authorities.find((e) => e.key.equals(cert.signatureKey));
+  if (!trusted) {
+    if (authorities.length === 0) return checkPlainKey(check, cert.publicKey, entries);
+    // The host has CA lines, none for this CA: the plain key may still be known.
+    const forHost = entries.filter((e) => e.marker === undefined && entryMatchesHost(e, name));
+    const known = forHost.find((e) => e.key.equals(cert.publicKey));
+    if (known) return { status: "known", file: known.file, line: known.line };
+    const where = authorities
+      .map((e) => `${fingerprintSha256(e.key)} at ${displayPath(e.file)}:${e.line}`)
+      .join(", ");
+    throw new RevtunError(
+      "HOSTKEY_UNKNOWN",
+      `${what} is signed by an unknown CA: the @cert-authority lines for ${name} trust ${where}; if you trust CA ${ca}, add an @cert-authority line for it`,
+    );
+  }
+
+  const checker = new CertChecker({
+    certType: "host",
+    isAuthority: (caBlob) => caBlob.equals(trusted.key),
+    // No critical option is defined for host certificates (PROTOCOL.certkeys).
+    supportedCriticalOptions: [],
+    ...(check.clock ? { clock: check.clock } : {}),
+  });
+  // ssh checks the name it looked the host up by: HostKeyAlias, else the host, lowercased.
+  const principal = check.host.toLowerCase();
+  try {
+    checker.check(cert, principal);
+  } catch (err) {
+    throw new RevtunError(
+      "HOSTKEY_MISMATCH",
+      `host certificate for ${name}, trusted by ${displayPath(trusted.file)}:${trusted.line}, is refused: ${(err as Error).message}${certificateHint(cert, principal, check.clock)}`,
+    );
+  }
+  return {
+    status: "known",
+    file: trusted.file,
+    line: trusted.line,
+    certificate: `ID ${quote(cert.keyId)} serial ${cert.serial}`,
+  };
+}
+
+/** What to do about a refused host certificate, for the cases a person can act on. */
+function certificateHint(cert: Certificate, principal: string, clock?: () => Date): string {
+  const now = BigInt(Math.floor((clock?.() ?? new Date()).getTime() / 1000));
+  if (cert.certType !== "host") return "; the server presents a user certificate as its host key";
+  if (cert.principals.length > 0 && !cert.principals.includes(principal)) {
+    return `; connect by one of its names, set HostKeyAlias to one, or have the CA re-sign the host key with -n ${principal}`;
+  }
+  if (now >= cert.validBefore || now < cert.validAfter) {
+    return "; have the CA re-sign the host key (ssh-keygen -s CA -h -V ...) or check this machine's clock";
+  }
+  return "";
 }
 
 interface Offered {
@@ -338,6 +455,17 @@ async function appendLine(file: string, line: string): Promise<void> {
   } finally {
     await fh.close();
   }
+}
+
+/**
+ * Whether an @cert-authority line could vouch for host:port, so the client
+ * should ask for certificate host key algorithms first, as ssh does
+ * (sshconnect2.c order_hostkeyalgs); without one, a server's certificate
+ * could only be checked as its plain key.
+ */
+export async function trustsHostCertificates(host: string, port: number, files: string[]): Promise<boolean> {
+  const name = knownHostsName(host, port);
+  return (await loadEntries(files)).some((e) => e.marker === "cert-authority" && entryMatchesHost(e, name));
 }
 
 /** The host key algorithms a key type can be verified with; RSA keys sign with any of three. */

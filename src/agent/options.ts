@@ -29,6 +29,11 @@ export interface TunnelOptions {
   username: string;
   /** Identity files (-i, IdentityFile); none means ssh's defaults in ~/.ssh. */
   identityFiles?: string[];
+  /**
+   * User certificate files (CertificateFile), offered with the identity whose
+   * key each certifies. None means each identity's `-cert.pub` beside it, as ssh.
+   */
+  certificateFiles?: string[];
   /** Offer only the identity files, not every key the agent holds. Default false. */
   identitiesOnly?: boolean;
   /** ssh-agent socket path. */
@@ -142,7 +147,7 @@ export function resolveOptions(o: TunnelOptions): ResolvedTunnelOptions {
     throw expected("addressFamily", "any, inet or inet6", r.addressFamily);
   if (!Array.isArray(r.authMethods) || r.authMethods.some((m) => !AUTH_METHODS.includes(m)))
     throw expected("authMethods", `a list of ${AUTH_METHODS.join(", ")}`, r.authMethods);
-  for (const name of ["identityFiles", "knownHostsFiles"] as const) {
+  for (const name of ["identityFiles", "certificateFiles", "knownHostsFiles"] as const) {
     const v = r[name];
     if (v !== undefined && (!Array.isArray(v) || v.some((f) => typeof f !== "string")))
       throw expected(name, "an array of file paths", v);

@@ -14,11 +14,14 @@ import type { Duplex } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import ssh2, { type ConnectConfig } from "ssh2";
 import { type Endpoint, formatEndpoint, sshHostName } from "../shared/address.js";
+import { parseCertificate } from "../shared/certificates/index.js";
 import { type FailureReason, RevtunError } from "../shared/errors.js";
 import { splice } from "../shared/splice.js";
 import { connectionHooks, type HookStatus } from "../ssh2/hooks.js";
+import { acceptHostCertificates, CERTIFICATE_ALGORITHMS } from "../ssh2/host-certificate.js";
 import { poolPadding } from "../ssh2/padding-pool.js";
 import { keepaliveReset, remoteVersion, sendIgnore } from "../ssh2/transport.js";
+import { signWithCertificates } from "../ssh2/user-certificate.js";
 import { applyWindowPolicy } from "../ssh2/window.js";
 import { batchWrites } from "../ssh2/write-batching.js";
 import { cipherList, hostKeyOrder } from "./algorithms.js";
@@ -28,7 +31,12 @@ import { openDirectChannel } from "./direct-channel.js";
 import { classify } from "./failures.js";
 import type { ForwardSpec } from "./forward-spec.js";
 import type { Identity } from "./identities.js";
-import { checkHostKey, type HostKeyCheck, knownKeyAlgorithms } from "./known-hosts.js";
+import {
+  checkHostKey,
+  type HostKeyCheck,
+  knownKeyAlgorithms,
+  trustsHostCertificates,
+} from "./known-hosts.js";
 import { openTarget } from "./local-target.js";
 import type { AuthMethod, ResolvedTunnelOptions } from "./options.js";
 import { ForwardTable } from "./remote-forward.js";
@@ -71,7 +79,7 @@ export interface SessionEvents {
     ConnectionInfo & { bytesIn: number; bytesOut: number; durationMs: number; error?: string },
   ];
   "connection-rejected": [{ forward: ForwardSpec; origin: string; reason: string }];
-  "host-key": [{ status: string; fingerprint?: string; file?: string }];
+  "host-key": [{ status: string; fingerprint?: string; file?: string; certificate?: string }];
   bytes: [{ bytesIn: number; bytesOut: number }];
   close: [{ reason: FailureReason; error: Error | undefined; wasReady: boolean }];
 }
@@ -147,6 +155,9 @@ export class Session extends EventEmitter<SessionEvents> {
     const hostKeyHost = cfg.hostKey.alias ?? cfg.host;
     const hostKeyPort = cfg.hostKey.alias ? 22 : cfg.port;
     const known = await knownKeyAlgorithms(hostKeyHost, hostKeyPort, cfg.hostKey.files).catch(() => []);
+    const certificates = await trustsHostCertificates(hostKeyHost, hostKeyPort, cfg.hostKey.files).catch(
+      () => false,
+    );
 
     const sock =
       cfg.sock ??
@@ -175,6 +186,9 @@ export class Session extends EventEmitter<SessionEvents> {
             this.emit("host-key", {
               status: verdict.status,
               ...("file" in verdict ? { file: verdict.file } : {}),
+              ...("certificate" in verdict && verdict.certificate
+                ? { certificate: verdict.certificate }
+                : {}),
             });
             verify(true);
           },
@@ -217,6 +231,9 @@ export class Session extends EventEmitter<SessionEvents> {
       this.client.on("hostkeys", () => sendIgnore(this.client));
       try {
         this.client.connect(config);
+        // Both hooks must be in place before the server's version line arrives.
+        if (certificates) acceptHostCertificates(this.client, CERTIFICATE_ALGORITHMS, certifiedKey);
+        if (cfg.identities.some((i) => i.certificate)) signWithCertificates(this.client);
       } catch (err) {
         // ssh2 validates algorithm names synchronously.
         reject(new RevtunError("USAGE", `bad Ciphers value: ${(err as Error).message}`));
@@ -358,6 +375,15 @@ export class Session extends EventEmitter<SessionEvents> {
     const err = this.failure;
     const reason: FailureReason = this.stopping ? "shutdown" : err ? classify(err, true) : "closed-by-server";
     this.emit("close", { reason, error: err, wasReady: this.ready });
+  }
+}
+
+/** The key a host certificate certifies, for ssh2 to check the key exchange signature with. */
+function certifiedKey(blob: Buffer): Buffer | undefined {
+  try {
+    return parseCertificate(blob).publicKey;
+  } catch {
+    return undefined;
   }
 }
 

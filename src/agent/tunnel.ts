@@ -48,7 +48,7 @@ export interface TunnelEvents {
   connecting: [{ attempt: number; host: string; port: number }];
   connected: [{ handshakeMs: number; serverVersion: string; inactiveHooks: HookStatus[] }];
   "connect-failed": [{ reason: FailureReason; error: Error; attempt: number }];
-  "host-key": [{ status: string; file?: string }];
+  "host-key": [{ status: string; file?: string; certificate?: string }];
   "forward-bound": [{ forward: ForwardSpec; port: number | undefined }];
   "forward-failed": [{ forward: ForwardSpec; reason: string; retryInMs: number | undefined }];
   "connection-open": [ConnectionInfo];
@@ -110,6 +110,7 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
     this.started = true;
     this.identities = await loadIdentities({
       identityFiles: this.options.identityFiles ?? [],
+      certificateFiles: this.options.certificateFiles ?? [],
       passphrase: this.options.passphrase,
       home: this.options.home,
     });

@@ -17,6 +17,7 @@ export interface SshOptions {
   port?: number;
   user?: string;
   identityFile?: string[];
+  certificateFile?: string[];
   identitiesOnly?: boolean;
   userKnownHostsFile?: string[];
   strictHostKeyChecking?: StrictHostKeyChecking;
@@ -110,6 +111,7 @@ const DIRECTIVES: Record<string, Directive> = {
   port: d("port", int(1, 65535)),
   user: d("user", str),
   identityfile: d("identityFile", (v) => [str(v, "IdentityFile")], true),
+  certificatefile: d("certificateFile", (v) => [str(v, "CertificateFile")], true),
   identitiesonly: d("identitiesOnly", yesNo),
   userknownhostsfile: d("userKnownHostsFile", (v) => v.trim().split(/\s+/).filter(Boolean)),
   stricthostkeychecking: d("strictHostKeyChecking", strict),
@@ -164,6 +166,7 @@ export const SUPPORTED_OPTIONS = [
   "Port",
   "User",
   "IdentityFile",
+  "CertificateFile",
   "IdentitiesOnly",
   "IdentityAgent",
   "UserKnownHostsFile",

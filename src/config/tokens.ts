@@ -70,6 +70,8 @@ export function expandTokens(opts: SshOptions, ctx: TokenContext, home: string):
   };
   const path = (directive: string) => (p: string) => percentExpand(expandTilde(p, home), tokens, directive);
   if (opts.identityFile) opts.identityFile = dedupe(opts.identityFile.map(path("IdentityFile")), (f) => f);
+  if (opts.certificateFile)
+    opts.certificateFile = dedupe(opts.certificateFile.map(path("CertificateFile")), (f) => f);
   if (opts.userKnownHostsFile) {
     const files = opts.userKnownHostsFile;
     // "none" is ssh's way to say no known_hosts file at all.

@@ -73,6 +73,7 @@ export function resolveTunnelOptions(ssh: SshOptions, ctx: ResolveContext): Tunn
     port: ssh.port ?? DEFAULT_TUNNEL_OPTIONS.port,
     username: ssh.user ?? ctx.localUser ?? userInfo().username,
     identityFiles: (ssh.identityFile ?? []).map((f) => expandTilde(f, home)),
+    certificateFiles: (ssh.certificateFile ?? []).map((f) => expandTilde(f, home)),
     identitiesOnly: ssh.identitiesOnly,
     agent: methods.includes("agent") ? agent : undefined,
     authMethods: methods,

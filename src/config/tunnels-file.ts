@@ -130,7 +130,7 @@ export function parseTunnelsConfig(text: string, fileName: string): TunnelsConfi
           if (r === "kept")
             throw new RevtunError(
               "CONFIG",
-              "given twice (a list is only allowed for RemoteForward and IdentityFile)",
+              "given twice (a list is only allowed for RemoteForward, IdentityFile and CertificateFile)",
             );
         }
         canonical.push([canonicalName(field), values]);

@@ -27,6 +27,13 @@ describe("options", () => {
     assert.equal(o.remoteForward?.length, 2);
   });
 
+  it("CertificateFile: accepted by -o, and accumulates like IdentityFile", () => {
+    const o: SshOptions = {};
+    applyDashO(o, "CertificateFile=~/.ssh/a-cert.pub");
+    applyDashO(o, "certificatefile ~/.ssh/b-cert.pub");
+    assert.deepEqual(o.certificateFile, ["~/.ssh/a-cert.pub", "~/.ssh/b-cert.pub"]);
+  });
+
   it("parses every StrictHostKeyChecking spelling", () => {
     for (const [v, want] of [
       ["yes", "yes"],

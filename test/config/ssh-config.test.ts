@@ -258,6 +258,8 @@ describe("tokens", () => {
         IdentityFile %d/keys/%u/%n%%
         UserKnownHostsFile ~/kh/%h-%p %d/kh2
         IdentityAgent ~/agent.%r
+        CertificateFile ~/.ssh/id_%h-cert.pub
+        CertificateFile %d/certs/%r@%h
       `;
     const { opts } = await apply(text, "box");
     assert.equal(opts.hostName, "box.example.net");
@@ -267,6 +269,10 @@ describe("tokens", () => {
     ]);
     assert.deepEqual(opts.userKnownHostsFile, [join(home, "kh", "box.example.net-2200"), `${home}/kh2`]);
     assert.equal(opts.identityAgent, join(home, "agent.bob"));
+    assert.deepEqual(opts.certificateFile, [
+      join(home, ".ssh", "id_box.example.net-cert.pub"),
+      `${home}/certs/bob@box.example.net`,
+    ]);
     const g = sshG(join(home, ".ssh", `config-${n}`), "box");
     // ssh takes ~ from the password database, not $HOME, so only the host name is compared.
     assert.deepEqual(g.hostname, ["box.example.net"]);

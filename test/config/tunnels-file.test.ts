@@ -35,6 +35,15 @@ describe("parseTunnelsConfig", () => {
     assert.equal(web?.remoteForward?.length, 2);
   });
 
+  it("takes CertificateFile as one path or a list", () => {
+    const c = parseTunnelsConfig(
+      "tunnels:\n  a:\n    CertificateFile: ~/c1-cert.pub\n    RemoteForward: '0 h:1'\n  b:\n    certificatefile: [~/c1-cert.pub, ~/c2-cert.pub]\n    RemoteForward: '0 h:1'\n",
+      "c.yaml",
+    );
+    assert.deepEqual(c.tunnels[0]?.ssh.certificateFile, ["~/c1-cert.pub"]);
+    assert.deepEqual(c.tunnels[1]?.ssh.certificateFile, ["~/c1-cert.pub", "~/c2-cert.pub"]);
+  });
+
   it("gives equal fingerprints to equal definitions, whatever the key order or case", () => {
     const a = parseTunnelsConfig("tunnels:\n  x:\n    Port: 22\n    RemoteForward: '0 h:1'\n", "a");
     const b = parseTunnelsConfig("tunnels:\n  x:\n    remoteforward: '0 h:1'\n    port: 22\n", "b");
