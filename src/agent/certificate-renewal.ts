@@ -33,11 +33,10 @@ interface Held {
   validBefore: number;
 }
 
-/** The user certificates beside `identityFiles` (IDENTITY-cert.pub), as far as readable. */
-async function certificatesOf(identityFiles: string[]): Promise<Held[]> {
+/** The user certificates in `files` (IDENTITY-cert.pub, CertificateFile), as far as readable. */
+async function certificatesOf(files: string[]): Promise<Held[]> {
   const out: Held[] = [];
-  for (const id of identityFiles) {
-    const file = `${id}-cert.pub`;
+  for (const file of files) {
     const text = await readFile(file, "utf8").catch(() => undefined);
     const b64 = text?.trim().split(/\s+/)[1];
     if (!b64) continue;
@@ -62,10 +61,10 @@ async function certificatesOf(identityFiles: string[]): Promise<Held[]> {
  * expired: the device was offline past its validity and must enroll again.
  */
 export async function expiredCertificateHint(
-  identityFiles: string[],
+  certificateFiles: string[],
   now = Date.now(),
 ): Promise<string | undefined> {
-  const expired = (await certificatesOf(identityFiles)).find((c) => c.validBefore <= now);
+  const expired = (await certificatesOf(certificateFiles)).find((c) => c.validBefore <= now);
   if (!expired) return undefined;
   return `certificate ${expired.file} expired at ${new Date(expired.validBefore).toISOString()}: enroll again with a new token (revtun relay token --name NAME, then revtun enroll --token-file FILE -i ${expired.file.replace(/-cert\.pub$/, "")} RELAY)`;
 }
@@ -75,7 +74,8 @@ export async function expiredCertificateHint(
  * on the live session.
  */
 export function renewCertificates(o: {
-  identityFiles: string[];
+  /** The certificates the session may have logged in with. */
+  certificateFiles: string[];
   open: (subsystem: string) => Promise<ClientChannel>;
   report: (e: CertificateEvent) => void;
   now?: () => number;
@@ -89,14 +89,14 @@ export function renewCertificates(o: {
     timer.unref();
   };
   const plan = async () => {
-    const held = (await certificatesOf(o.identityFiles)).filter((c) => c.validBefore > now());
+    const held = (await certificatesOf(o.certificateFiles)).filter((c) => c.validBefore > now());
     if (held.length === 0) return;
     const due = Math.min(...held.map((c) => (c.validAfter + c.validBefore) / 2));
     schedule(due - now());
   };
   const attempt = async () => {
     if (stopped) return;
-    const held = await certificatesOf(o.identityFiles);
+    const held = await certificatesOf(o.certificateFiles);
     let channel: ClientChannel;
     try {
       channel = await o.open(RENEW_SUBSYSTEM);

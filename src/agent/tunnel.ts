@@ -108,14 +108,23 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
   async start(): Promise<this> {
     if (this.started) throw new RevtunError("USAGE", "tunnel already started: start() may be called once");
     this.started = true;
-    this.identities = await loadIdentities({
+    this.identities = await this.loadIdentities();
+    void this.run();
+    return this;
+  }
+
+  private loadIdentities(): Promise<Identity[]> {
+    return loadIdentities({
       identityFiles: this.options.identityFiles ?? [],
       certificateFiles: this.options.certificateFiles ?? [],
       passphrase: this.options.passphrase,
       home: this.options.home,
     });
-    void this.run();
-    return this;
+  }
+
+  /** The files of the certificates offered (certificate-renewal.ts renews those the relay signed). */
+  private certificateFiles(): string[] {
+    return this.identities.filter((i) => i.certificate).map((i) => i.file);
   }
 
   status(): TunnelStatus {
@@ -173,7 +182,7 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
         // An enrolled device offline past its certificate's expiry: one line on how to enroll again.
         const hint =
           err instanceof RevtunError && err.code === "AUTH" && !this.expiredReported
-            ? await expiredCertificateHint(this.identities.map((i) => i.file))
+            ? await expiredCertificateHint(this.certificateFiles())
             : undefined;
         if (hint) {
           this.expiredReported = true;
@@ -194,9 +203,17 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
       this.everUp = true;
       this.setState("up");
       const renewal = renewCertificates({
-        identityFiles: this.identities.map((i) => i.file),
+        certificateFiles: this.certificateFiles(),
         open: (name) => session.openSubsystem(name),
-        report: (e) => this.emit("certificate", e),
+        report: (e) => {
+          this.emit("certificate", e);
+          // The next login presents the new certificate.
+          if (e.action === "renewed")
+            void this.loadIdentities().then(
+              (ids) => (this.identities = ids),
+              () => {},
+            );
+        },
       });
       session.once("close", () => renewal.stop());
       const upAt = Date.now();

@@ -33,7 +33,7 @@ export const ENROLLMENT_FLAGS = {
 export const ENROLLMENT_USAGE = `  --ca-key FILE            be the fleet's certificate authority for enrolled devices: an
                            OpenSSH private key, mode 600, the same file on every relay
   --cert-validity DURATION devices' certificates last this long, renewed at half (default 30d;
-                           at least 1m; 30s, 10m, 12h, 7d, 2w)
+                           at least 10s; 30s, 10m, 12h, 7d, 2w)
   --state-dir DIR          where tokens and enrolled devices are kept without --fleet
                            (with --fleet they are in Redis)
 `;
@@ -56,7 +56,7 @@ export function parseEnrollmentArgs(
     if (ms === undefined || ms < MIN_CERT_VALIDITY_MS)
       throw new RevtunError(
         "USAGE",
-        `bad --cert-validity ${quote(validity)}: expected a duration of at least 1m (30m, 12h, 30d)`,
+        `bad --cert-validity ${quote(validity)}: expected a duration of at least 10s (30s, 12h, 30d)`,
       );
     certValidityMs = ms;
   }
