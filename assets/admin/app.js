@@ -94,7 +94,15 @@ function cell(tr, text, cls, title) {
 
 function matches(s, q) {
   if (!q) return true;
-  const hay = [s.keyComment, s.fingerprint, s.username, s.peer, ...s.bindings.map((b) => b.address)];
+  const hay = [
+    s.keyComment,
+    s.certKeyId ?? "",
+    ...(s.certPrincipals ?? []),
+    s.fingerprint,
+    s.username,
+    s.peer,
+    ...s.bindings.map((b) => b.address),
+  ];
   return hay.join("\n").toLowerCase().includes(q);
 }
 
@@ -110,7 +118,9 @@ function render() {
     const tr = document.createElement("tr");
     tr.dataset.sessionId = String(s.sessionId);
     if (s.connections > 0) tr.className = "busy";
-    cell(tr, s.keyComment || "(no comment)", "name");
+    // A certificate session: its key id (the line's comment is the CA's).
+    if (s.certKeyId !== undefined) cell(tr, `${s.certKeyId} (cert ${s.certSerial})`, "name", s.certCa);
+    else cell(tr, s.keyComment || "(no comment)", "name");
     cell(tr, s.connections > 0 ? "in use" : "idle", "state");
     cell(tr, s.fingerprint.replace(/^SHA256:/, "").slice(0, 12), "fp", s.fingerprint);
     cell(tr, s.username);

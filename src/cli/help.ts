@@ -2,6 +2,7 @@ import { IGNORED_OPTIONS, SUPPORTED_OPTIONS } from "../config/directives.js";
 
 /** The relay's lines of the synopsis, shared by `--help` and `revtun relay --help`. */
 export const RELAY_SYNOPSIS = `revtun relay --listen [host:]port --host-key FILE --authorized-keys FILE
+                    [--revoked-keys FILE] [--host-certificate FILE]
                     [--metrics [host:]port] [--admin [host:]port] [--admin-token-file FILE]
                     [--gateway-ports] [--max-channels N] [--log-format text|json] [-v]
                     [--fleet redis://host:port[/db] --fleet-key FILE [--fleet-name NAME]

@@ -6,6 +6,7 @@
  * 255 when the relay cannot run.
  */
 
+import { readFile } from "node:fs/promises";
 import type { ParseArgsConfig } from "node:util";
 import { type AdminServer, isLoopback, startAdminServer } from "../relay/admin/admin-server.js";
 import {
@@ -18,11 +19,12 @@ import { type FleetKey, loadFleetKey } from "../relay/fleet/fleet-key.js";
 import { FLEET_DEFAULTS } from "../relay/fleet/fleet-options.js";
 import { probeRedisAuth } from "../relay/fleet/redis-auth.js";
 import { MAX_WORKERS } from "../relay/fleet/workers.js";
+import { checkHostCertificate } from "../relay/host-certificate.js";
 import { Relay } from "../relay/relay.js";
 import { formatHostPort } from "../shared/address.js";
 import { quote } from "../shared/bounded-text.js";
 import { RevtunError } from "../shared/errors.js";
-import { loadOrCreateHostKey } from "../shared/keys.js";
+import { loadOrCreateHostKey, parsePublicKey } from "../shared/keys.js";
 import { createLogger, type LogFormat, type Logger, RepeatCollapser, type Repeats } from "../shared/log.js";
 import { type MetricsServer, parseListen } from "../shared/metrics-server.js";
 import { RELAY_SYNOPSIS } from "./help.js";
@@ -51,6 +53,10 @@ export const RELAY_USAGE = `usage: ${RELAY_SYNOPSIS}
   --listen [host:]port     where SSH clients connect (no host: all interfaces)
   --host-key FILE          host private key; an ed25519 key is generated there if missing
   --authorized-keys FILE   OpenSSH authorized_keys; reloaded on change and on SIGHUP
+  --revoked-keys FILE      sshd's RevokedKeys: a KRL (ssh-keygen -k) or a public key list;
+                           reloaded with authorized_keys; live sessions it revokes are closed
+  --host-certificate FILE  sshd's HostCertificate: the host key's -cert.pub (ssh-keygen -s -h),
+                           presented to clients with an @cert-authority line
   --metrics [host:]port    serve /metrics and /healthz (host defaults to 127.0.0.1)
   --admin [host:]port      serve the admin page, /api/sessions, /api/events, /metrics and
                            /healthz (host defaults to 127.0.0.1; beyond loopback a token is required)
@@ -82,6 +88,8 @@ export const RELAY_OPTIONS = {
   listen: { type: "string" },
   "host-key": { type: "string" },
   "authorized-keys": { type: "string" },
+  "revoked-keys": { type: "string" },
+  "host-certificate": { type: "string" },
   metrics: { type: "string" },
   admin: { type: "string" },
   "admin-token-file": { type: "string" },
@@ -104,6 +112,8 @@ interface RelayArgs {
   listen: { host?: string; port: number };
   hostKey: string;
   authorizedKeys: string;
+  revokedKeys?: string;
+  hostCertificate?: string;
   metrics?: { host: string; port: number };
   admin?: { host: string; port: number };
   adminTokenFile?: string;
@@ -177,6 +187,8 @@ export function parseRelayArgs(
     listen,
     hostKey: str("host-key"),
     authorizedKeys: str("authorized-keys"),
+    ...(values["revoked-keys"] !== undefined ? { revokedKeys: str("revoked-keys") } : {}),
+    ...(values["host-certificate"] !== undefined ? { hostCertificate: str("host-certificate") } : {}),
     ...(metricsAt ? { metrics: metricsAt } : {}),
     ...(adminAt ? { admin: adminAt } : {}),
     ...(typeof adminTokenFile === "string" ? { adminTokenFile } : {}),
@@ -188,6 +200,17 @@ export function parseRelayArgs(
     workers,
     ...(enrollment ? { enrollment } : {}),
   };
+}
+
+/** The --host-certificate file's text; a read failure is a configuration error (exit 2). */
+async function readHostCertificate(file: string): Promise<string> {
+  try {
+    return await readFile(file, "utf8");
+  } catch (err) {
+    throw new RevtunError("CONFIG", `cannot read --host-certificate ${file}: ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
 }
 
 /** Repeats of one event and reason within this window are counted, not logged (issue 12 item 8). */
@@ -340,6 +363,11 @@ export async function relayCommand(
     try {
       const hostKey = await loadOrCreateHostKey(args.hostKey);
       const made = hostKey.created ? ` (generated a new ed25519 key in ${args.hostKey})` : "";
+      // Once here, so a certificate for another key is one line and exit 2, not N workers failing.
+      if (args.hostCertificate !== undefined) {
+        const blob = parsePublicKey(hostKey.publicKey)?.blob ?? Buffer.alloc(0);
+        checkHostCertificate(await readHostCertificate(args.hostCertificate), blob, new Date());
+      }
       io.stdout.write(`revtun relay: host key ${hostKey.fingerprint}${made}\n`);
     } catch (err) {
       io.stderr.write(`revtun relay: ${(err as Error).message}\n`);
@@ -367,7 +395,10 @@ export async function relayCommand(
     },
     () => {
       if (!relay?.listening) return;
-      log.info({ event: "reload" }, "SIGHUP: reloading authorized keys");
+      log.info(
+        { event: "reload" },
+        `SIGHUP: reloading authorized keys${args.revokedKeys ? " and revoked keys" : ""}`,
+      );
       void relay.reloadAuthorizedKeys("SIGHUP");
     },
   );
@@ -399,6 +430,10 @@ export async function relayCommand(
       listen: args.listen,
       hostKey: hostKey.privateKey,
       authorizedKeysFile: args.authorizedKeys,
+      ...(args.revokedKeys !== undefined ? { revokedKeysFile: args.revokedKeys } : {}),
+      ...(args.hostCertificate !== undefined
+        ? { hostCertificate: await readHostCertificate(args.hostCertificate) }
+        : {}),
       gatewayPorts: args.gatewayPorts,
       ...(args.maxChannels !== undefined ? { limits: { maxChannelsPerSession: args.maxChannels } } : {}),
       ...(args.fleet && fleetKey && relayId

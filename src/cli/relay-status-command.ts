@@ -103,7 +103,8 @@ export function formatTable(sessions: SessionRecord[]): string {
   if (sessions.length === 0) return "no sessions\n";
   const head = ["KEY", "FINGERPRINT", "PEER", "SINCE", "BINDINGS", "CONNS", "IN", "OUT"];
   const rows = sessions.map((s) => [
-    clean(s.keyComment) || "-",
+    // A certificate session's line comment is its CA's: the key id says which device it is.
+    clean(s.certKeyId !== undefined ? `${s.certKeyId} (cert ${s.certSerial})` : s.keyComment) || "-",
     s.fingerprint.replace(/^SHA256:/, "").slice(0, 12),
     s.peer,
     s.since.replace(/\.\d+Z$/, "Z"),

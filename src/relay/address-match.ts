@@ -128,3 +128,20 @@ export function fromAllows(list: string, peerIp: string): boolean {
   if (byName === -1) return false;
   return byName === 1 || byAddr === 1;
 }
+
+/**
+ * addr_match_cidr_list() for a certificate's `source-address` critical
+ * option: a comma list of addresses and CIDR networks only (no wildcards, no
+ * negation). "malformed" when an entry is neither, which refuses the
+ * certificate as sshd does (auth-options.c cert_option_list).
+ */
+export function sourceAddressAllows(list: string, peerIp: string): boolean | "malformed" {
+  const ip = normalizeIp(peerIp);
+  let hit = false;
+  for (const entry of list.split(",")) {
+    const cidr = parseCidr(entry.trim());
+    if (cidr === undefined || cidr === "bad") return "malformed";
+    if (inCidr(ip, cidr)) hit = true;
+  }
+  return hit;
+}

@@ -5,21 +5,33 @@
  * session limit. Failures are answered late and alike.
  */
 import type { AuthContext, PublicKeyAuthContext } from "ssh2";
-import { boundText } from "../shared/bounded-text.js";
+import { boundText, quote } from "../shared/bounded-text.js";
+import {
+  type Certificate,
+  isCertificateType,
+  parseCertificate,
+  parseSignatureBlob,
+  signatureFitsKey,
+  verifySshSignature,
+} from "../shared/certificates/index.js";
+import { sshString } from "../shared/certificates/wire.js";
 import { fingerprintSha256, keyTypeOf, parseKeyText } from "../shared/keys.js";
 import type { AuthorizedKey } from "./authorized-keys.js";
 import { certificateLogin, ENROLL_USER } from "./enrollment/certificate-login.js";
 import type { Enrollment } from "./enrollment/enrollment.js";
 import type { RelayEvents } from "./events.js";
+import { type CertificateFields, certificateFields } from "./events.js";
 import type { RelayMetrics } from "./metrics.js";
 import type { ResolvedRelayOptions } from "./options.js";
-import { algorithmFitsKey, type KeyDecision } from "./policy.js";
+import { algorithmFitsKey, certifiedFingerprint, type KeyDecision } from "./policy.js";
 
 /** What authentication needs of the relay. */
 export interface AuthHost {
   readonly options: ResolvedRelayOptions;
   readonly metrics: RelayMetrics;
   authorize(blob: Buffer, peerIp: string): KeyDecision;
+  /** Admits a user certificate for `username` (policy.ts authorizeCertificate, with the relay's lines and revocations). */
+  authorizeCertificate(cert: Certificate, peerIp: string, username: string): KeyDecision;
   sessionsForKey(fingerprint: string): number;
   /** Whether `key` is the fleet key's line (a peer relay): held to maxPeerSessions instead. */
   isPeer(key: AuthorizedKey): boolean;
@@ -45,10 +57,15 @@ export interface AuthSession {
 
 export interface Authenticated {
   key: AuthorizedKey;
+  /** What the client sent: a plain key blob, or the whole certificate. */
   blob: Buffer;
+  /** Of the plain key (for a certificate, the certified key's), as sshd logs it. */
   fingerprint: string;
-  /** The device name, when the key was a certificate this relay's CA signed. */
-  certificate?: { name: string; serial: string };
+  certificate?: Certificate;
+  /** The login name as sent (a certificate's principal is checked against it again at reloads). */
+  username: string;
+  /** The device name, when the key was a certificate this relay's CA signed (enrollment). */
+  enrolledName?: string;
 }
 
 export class SessionAuthentication {
@@ -88,6 +105,10 @@ export class SessionAuthentication {
       void this.enrolledDevice(ctx, enrollment);
       return;
     }
+    if (isCertificateType(keyTypeOf(ctx.key.data))) {
+      this.certificate(ctx);
+      return;
+    }
     const blob = ctx.key.data;
     const fingerprint = fingerprintSha256(blob);
     const decision = this.host.authorize(blob, this.session.ip);
@@ -120,7 +141,76 @@ export class SessionAuthentication {
       this.refuse(ctx, "bad signature", fingerprint);
       return;
     }
-    this.admit(ctx, { key: decision.key, blob, fingerprint });
+    this.admit(ctx, { key: decision.key, blob, fingerprint, username: ctx.username });
+  }
+
+  /**
+   * A user certificate (ctx.key.data is the whole certificate). ssh2 1.17
+   * hands it over unverified, with the signature as the client wrote it:
+   * OpenSSH puts the plain algorithm name in front (`ssh-ed25519`, or
+   * `rsa-sha2-512` for `rsa-sha2-512-cert-v01@openssh.com`), which ssh2
+   * only strips when it equals the certificate type, and ECDSA stays as
+   * SSH mpints (ssh2 converts to DER for plain key types only). So the
+   * signature is taken whole when it parses as a signature blob, else
+   * rebuilt from the algorithm the request names.
+   */
+  private certificate(ctx: PublicKeyAuthContext): void {
+    let cert: Certificate;
+    try {
+      cert = parseCertificate(ctx.key.data);
+    } catch (err) {
+      this.refuse(ctx, (err as Error).message, fingerprintSha256(ctx.key.data));
+      return;
+    }
+    const fingerprint = certifiedFingerprint(cert);
+    const fields = certificateFields(cert);
+    const decision = this.host.authorizeCertificate(cert, this.session.ip, ctx.username);
+    if (!decision.ok) {
+      this.refuse(ctx, decision.reason, fingerprint, fields);
+      return;
+    }
+    // The request names rsa-sha2-512-cert-v01@openssh.com for an RSA
+    // certificate signing with rsa-sha2-512 (PROTOCOL.certkeys); others
+    // name the certificate type itself.
+    const algo = ctx.key.algo;
+    const sigAlgo = algo === cert.type ? cert.keyType : algo.replace(/-cert-v01@openssh\.com$/, "");
+    if (!algo.endsWith("-cert-v01@openssh.com") || !signatureFitsKey(sigAlgo, cert.keyType)) {
+      this.refuse(
+        ctx,
+        `signature algorithm ${boundText(algo)} does not fit a ${cert.type} certificate`,
+        fingerprint,
+        fields,
+      );
+      return;
+    }
+    // RSA with SHA-1: sshd 8.8 and later refuse it (PubkeyAcceptedAlgorithms), for certificates too.
+    if (sigAlgo === "ssh-rsa") {
+      this.refuse(
+        ctx,
+        `certificate ${quote(cert.keyId)} was offered for ssh-rsa (RSA/SHA-1) signatures, which sshd refuses since OpenSSH 8.8; use rsa-sha2-512 (PubkeyAcceptedAlgorithms)`,
+        fingerprint,
+        fields,
+      );
+      return;
+    }
+    if (!ctx.signature || !ctx.blob) {
+      ctx.accept();
+      return;
+    }
+    const parsed = parseSignatureBlob(ctx.signature);
+    const signature =
+      parsed && parsed.algorithm === sigAlgo
+        ? ctx.signature
+        : Buffer.concat([sshString(sigAlgo), sshString(ctx.signature)]);
+    if (!verifySshSignature(cert.publicKey, signature, ctx.blob)) {
+      this.refuse(ctx, "bad signature", fingerprint, fields);
+      return;
+    }
+    this.admit(
+      ctx,
+      { key: decision.key, blob: ctx.key.data, fingerprint, certificate: cert, username: ctx.username },
+      fields,
+    );
   }
 
   /** A certificate this relay's CA signed (enrollment/certificate-login.ts). */
@@ -128,19 +218,22 @@ export class SessionAuthentication {
     const login = await certificateLogin(enrollment, ctx);
     if (!login.ok) return this.refuse(ctx, login.reason, login.fingerprint);
     if (!login.signed) return ctx.accept();
-    const { key, fingerprint, name, serial } = login;
-    this.admit(ctx, { key, blob: ctx.key.data, fingerprint, certificate: { name, serial } });
+    const { key, fingerprint, name, cert } = login;
+    const accepted = { key, blob: ctx.key.data, fingerprint, certificate: cert, username: ctx.username };
+    this.admit(ctx, { ...accepted, enrolledName: name }, certificateFields(cert));
   }
 
-  private admit(ctx: PublicKeyAuthContext, accepted: Authenticated): void {
-    const { key, fingerprint } = accepted;
-    const peer = this.host.isPeer(key);
+  /** The per-key session limit, then acceptance. */
+  private admit(ctx: PublicKeyAuthContext, accepted: Authenticated, fields?: CertificateFields): void {
+    const { fingerprint } = accepted;
+    const peer = this.host.isPeer(accepted.key);
     const max = peer ? this.host.options.limits.maxPeerSessions : this.host.options.limits.maxSessionsPerKey;
     if (this.host.sessionsForKey(fingerprint) >= max) {
       this.refuse(
         ctx,
         `too many ${peer ? "fleet peer sessions" : "sessions for this key"} (limit ${max})`,
         fingerprint,
+        fields,
       );
       return;
     }
@@ -156,12 +249,13 @@ export class SessionAuthentication {
    * Answers a failed attempt only after a delay, so guessing is slow and the
    * answer's timing does not say which check failed.
    */
-  private refuse(ctx: AuthContext, reason: string, fingerprint?: string): void {
+  private refuse(ctx: AuthContext, reason: string, fingerprint?: string, cert?: CertificateFields): void {
     this.failures++;
     this.host.metrics.authFailures.inc({ reason: reasonLabel(reason) });
     this.host.emit("auth-refused", {
       peer: this.session.peer,
       ...(fingerprint ? { fingerprint, keyType: keyTypeOf((ctx as PublicKeyAuthContext).key.data) } : {}),
+      ...cert,
       method: boundText(ctx.method),
       username: boundText(ctx.username),
       reason,
@@ -178,7 +272,14 @@ export class SessionAuthentication {
 
 /** A bounded label set for the auth-failure counter. */
 function reasonLabel(reason: string): string {
-  if (reason === "unknown-key" || reason === "from-not-allowed" || reason === "expired") return reason;
+  if (
+    reason === "unknown-key" ||
+    reason === "from-not-allowed" ||
+    reason === "expired" ||
+    reason === "revoked"
+  )
+    return reason;
+  if (reason.startsWith("certificate ")) return "certificate";
   if (reason === "bad signature") return "bad-signature";
   if (/^too many (sessions|fleet peer sessions)/.test(reason)) return "session-limit";
   if (reason.endsWith("is not offered")) return "method";

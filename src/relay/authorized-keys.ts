@@ -10,6 +10,11 @@
  * caller can log them; an unknown option makes the line a problem, as in
  * sshd. A line that cannot be parsed is reported and skipped, never
  * half-applied.
+ *
+ * A `cert-authority` line's key is a CA: it admits user certificates it
+ * signed (policy.ts authorizeCertificate), never itself. Its
+ * `principals="a,b"` says which certificate principals it admits; without
+ * it the login name must be one of them (sshd auth2-pubkey.c).
  */
 import { readFile } from "node:fs/promises";
 import { quote } from "../shared/bounded-text.js";
@@ -48,6 +53,17 @@ export interface KeyOptions {
   expiresAt?: Date;
   /** Options sshd knows that the relay does not act on (names, lowercased), for a debug record. */
   ignored: string[];
+  /** `cert-authority`: the key is a CA whose user certificates this line admits. */
+  certAuthority?: boolean;
+  /** `principals="a,b"` of a cert-authority line: a certificate must list one of these. */
+  principals?: string[];
+  /**
+   * A certificate session's names: the tunnel names it may bind are its
+   * principals (lowercased), as well as what permitlisten allows.
+   */
+  tunnelNames?: string[];
+  /** Why forwarding is off when it is not the line's doing (a certificate without permit-port-forwarding). */
+  forwardingDenied?: string;
 }
 
 export interface AuthorizedKey {
@@ -82,7 +98,6 @@ const NOT_APPLICABLE = new Set([
   "command",
   "environment",
   "tunnel",
-  "principals",
   "no-touch-required",
   "verify-required",
   "touch-required",
@@ -194,7 +209,7 @@ export function parseExpiryTime(text: string): Date | string {
 function applyOptions(pairs: Array<[string, string | undefined]>): KeyOptions | string {
   const opts: KeyOptions = { portForwarding: true, permitListen: [], permitOpen: [], ignored: [] };
   for (const [name, value] of pairs) {
-    const needsValue = ["from", "permitlisten", "permitopen", "expiry-time"].includes(name);
+    const needsValue = ["from", "permitlisten", "permitopen", "expiry-time", "principals"].includes(name);
     if (needsValue && value === undefined) return `option ${name} needs a value`;
     switch (name) {
       case "restrict":
@@ -239,9 +254,15 @@ function applyOptions(pairs: Array<[string, string | undefined]>): KeyOptions | 
         break;
       }
       case "cert-authority":
-        // The key is a CA: it must never authenticate as itself, and the relay
-        // does not take certificates, so the line grants nothing.
-        return "cert-authority lines are not supported (certificates are not accepted)";
+        opts.certAuthority = true;
+        break;
+      case "principals": {
+        // sshd matches each certificate principal against this comma list exactly (match_list).
+        const list = (value ?? "").split(",").filter((p) => p !== "");
+        if (list.length === 0) return 'option principals="" lists no principal';
+        opts.principals = [...(opts.principals ?? []), ...list];
+        break;
+      }
       default:
         // sshd refuses a line with an option it does not know (auth-options.c
         // "unsupported option"); ignoring it failed open: a misspelled
@@ -250,6 +271,8 @@ function applyOptions(pairs: Array<[string, string | undefined]>): KeyOptions | 
         opts.ignored.push(name);
     }
   }
+  if (opts.principals && !opts.certAuthority)
+    return "principals= applies to cert-authority lines only (add cert-authority, or drop principals=)";
   return opts;
 }
 
@@ -300,7 +323,10 @@ export function parseAuthorizedKeys(text: string): AuthorizedKeys {
     }
     const [type = "", b64 = "", ...commentWords] = rest.split(/[ \t]+/);
     if (type.includes("-cert-v")) {
-      problems.push({ line, message: `certificate key type ${quote(type)} is not supported` });
+      problems.push({
+        line,
+        message: `a certificate (${quote(type)}) cannot be listed: list its CA's public key with cert-authority`,
+      });
       return;
     }
     const parsed = b64 ? parsePublicKey(`${type} ${b64}`) : undefined;

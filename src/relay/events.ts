@@ -4,10 +4,36 @@
  * `describeRelayEvent` gives each a level and one human sentence.
  */
 import { formatBindAddress as hostPort } from "../shared/address.js";
+import { quote } from "../shared/bounded-text.js";
+import type { Certificate } from "../shared/certificates/index.js";
+import { fingerprintSha256 } from "../shared/keys.js";
 import type { EnrollmentRecord } from "./enrollment/enrollment.js";
 
+/**
+ * A user certificate as records name it, beside the key's fingerprint
+ * (which is the certified key's): flat fields, so the relay's bounding of
+ * every record reaches them (the key id is the CA's text, still bounded).
+ */
+export interface CertificateFields {
+  certKeyId?: string;
+  /** Decimal: serials are 64-bit. */
+  certSerial?: string;
+  certPrincipals?: string[];
+  /** The CA's fingerprint. */
+  certCa?: string;
+}
+
+export function certificateFields(cert: Certificate): CertificateFields {
+  return {
+    certKeyId: cert.keyId,
+    certSerial: String(cert.serial),
+    certPrincipals: cert.principals,
+    certCa: fingerprintSha256(cert.signatureKey),
+  };
+}
+
 /** Who a record is about: every refusal names the key (when known) and the peer. */
-export interface SessionRef {
+export interface SessionRef extends CertificateFields {
   sessionId: number;
   fingerprint: string;
   /** `ip:port` of the SSH client. */
@@ -41,6 +67,10 @@ export interface RelayEvents {
   "keys-problem": [{ file: string; line: number; message: string }];
   "keys-option-ignored": [{ file: string; line: number; fingerprint: string; options: string[] }];
   "keys-reload-failed": [{ file: string; error: string }];
+  /** The revoked keys file (--revoked-keys) was read: a KRL or a key list, and how many entries. */
+  "revoked-keys-loaded": [{ file: string; kind: "krl" | "keys"; entries: number; reason: string }];
+  /** It could not be read or parsed: the revocations loaded before stay in force. */
+  "revoked-keys-reload-failed": [{ file: string; error: string }];
   /**
    * A TCP connection refused before SSH began (unauthenticated limits).
    * This, handshake-ended, auth-refused and session-error are reported at
@@ -50,7 +80,7 @@ export interface RelayEvents {
   /** An unauthenticated connection ended: handshake timeout, too many failures, client gave up. */
   "handshake-ended": [{ peer: string; reason: string; suppressed?: number }];
   "auth-refused": [
-    {
+    CertificateFields & {
       peer: string;
       fingerprint?: string;
       keyType?: string;
@@ -123,8 +153,12 @@ export interface DescribedEvent {
   msg: string;
 }
 
-function who(r: { fingerprint?: string; peer: string }): string {
-  return r.fingerprint ? `${r.fingerprint} from ${r.peer}` : r.peer;
+function who(r: { fingerprint?: string; peer: string } & CertificateFields): string {
+  const cert =
+    r.certKeyId !== undefined
+      ? ` (certificate ${quote(r.certKeyId)} serial ${r.certSerial}, principals ${(r.certPrincipals ?? []).map(quote).join(",") || "none"}, CA ${r.certCa})`
+      : "";
+  return r.fingerprint ? `${r.fingerprint}${cert} from ${r.peer}` : r.peer;
 }
 
 /** The tail of a rate-limited record: how many like it were left out before it. */
@@ -178,6 +212,14 @@ const DESCRIBE: { [K in RelayEventName]: (...args: RelayEvents[K]) => DescribedE
   "keys-reload-failed": (x) => ({
     level: "error",
     msg: `cannot reload ${x.file}, keeping the keys loaded before: ${x.error}`,
+  }),
+  "revoked-keys-loaded": (x) => ({
+    level: "info",
+    msg: `loaded ${x.entries} revocation(s) from ${x.kind === "krl" ? "KRL" : "key list"} ${x.file} (${x.reason})`,
+  }),
+  "revoked-keys-reload-failed": (x) => ({
+    level: "error",
+    msg: `cannot reload revoked keys ${x.file}, keeping the revocations loaded before: ${x.error}`,
   }),
   "connection-refused": (x) => ({
     level: "warn",

@@ -109,6 +109,20 @@ export interface RelayOptions {
   hostKey: string | Buffer;
   authorizedKeysFile: string;
   /**
+   * sshd's RevokedKeys: an OpenSSH KRL (`ssh-keygen -k`) or a list of public
+   * keys. Keys and certificates it revokes are refused, and live sessions
+   * using them closed when it changes (watched with authorized_keys, and
+   * reloaded with it).
+   */
+  revokedKeysFile?: string;
+  /**
+   * sshd's HostCertificate: an OpenSSH host certificate (the `-cert.pub`
+   * line) for `hostKey`, presented to clients that trust its CA
+   * (known_hosts `@cert-authority`). Checked at start: it must certify the
+   * host key, be a host certificate, verify and not have expired.
+   */
+  hostCertificate?: string;
+  /**
    * Let keys without a matching host-specific permitlisten bind non-loopback
    * addresses ("", "*", "0.0.0.0", an interface address), like sshd's
    * GatewayPorts clientspecified. Default false: loopback only.
@@ -172,6 +186,8 @@ export interface ResolvedRelayOptions {
   listen: { host?: string; port: number };
   hostKey: string | Buffer;
   authorizedKeysFile: string;
+  revokedKeysFile: string | undefined;
+  hostCertificate: string | undefined;
   gatewayPorts: boolean;
   watchAuthorizedKeys: boolean;
   limits: RelayLimits;
@@ -226,6 +242,8 @@ export function resolveRelayOptions(o: RelayOptions): ResolvedRelayOptions {
     listen: o.listen,
     hostKey: o.hostKey,
     authorizedKeysFile: o.authorizedKeysFile,
+    revokedKeysFile: o.revokedKeysFile,
+    hostCertificate: o.hostCertificate,
     gatewayPorts: o.gatewayPorts ?? false,
     watchAuthorizedKeys: o.watchAuthorizedKeys ?? true,
     limits,

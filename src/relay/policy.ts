@@ -4,19 +4,23 @@
  */
 import net from "node:net";
 import { quote } from "../shared/bounded-text.js";
+import { CertChecker, type Certificate, type RevocationList } from "../shared/certificates/index.js";
+import { RevtunError } from "../shared/errors.js";
+import { fingerprintSha256 } from "../shared/keys.js";
 import { matchPattern } from "../shared/patterns.js";
-import { fromAllows } from "./address-match.js";
+import { fromAllows, sourceAddressAllows } from "./address-match.js";
 import type { AuthorizedKey, KeyOptions } from "./authorized-keys.js";
 import { isTunnelName, parseTunnelName } from "./names.js";
 
 export type KeyDecision =
-  | { ok: true; key: AuthorizedKey }
-  | { ok: false; reason: "unknown-key" | "from-not-allowed" | "expired" };
+  | { ok: true; key: AuthorizedKey; certificate?: Certificate }
+  | { ok: false; reason: "unknown-key" | "from-not-allowed" | "expired" | "revoked" | (string & {}) };
 
 /**
  * Finds the line that admits `blob` from `peerIp` at `now`. Like sshd, a
  * key listed on several lines is admitted by the first whose `from=` and
  * `expiry-time=` pass; the refusal reason is the most specific one seen.
+ * A cert-authority line never admits its own key (it is a CA).
  */
 export function authorizeKey(
   keys: readonly AuthorizedKey[],
@@ -26,7 +30,7 @@ export function authorizeKey(
 ): KeyDecision {
   let reason: "unknown-key" | "from-not-allowed" | "expired" = "unknown-key";
   for (const key of keys) {
-    if (!key.blob.equals(blob)) continue;
+    if (key.options.certAuthority || !key.blob.equals(blob)) continue;
     if (key.options.from !== undefined && !fromAllows(key.options.from, peerIp)) {
       reason = "from-not-allowed";
       continue;
@@ -38,6 +42,119 @@ export function authorizeKey(
     return { ok: true, key };
   }
   return { ok: false, reason };
+}
+
+/**
+ * Critical options the relay enforces. source-address is checked here;
+ * force-command is moot: the relay runs no command for anyone (every
+ * session channel is refused), as `command=` on a key line is.
+ */
+export const SUPPORTED_CRITICAL_OPTIONS = ["force-command", "source-address"];
+
+/**
+ * Finds the cert-authority line that admits user certificate `cert` for
+ * login `username` from `peerIp` at `now`, as sshd's check_authkey_line:
+ * the line's key is the certificate's CA, its `from=` and `expiry-time=`
+ * pass, one of the certificate's principals is in its `principals=` (or,
+ * without that option, the login name is one of them); then the
+ * certificate itself (CertChecker: type, CA signature, revocation,
+ * validity, critical options) and its `source-address`. The key handed
+ * back is the line with the certificate's limits merged in
+ * (certificateOptions). A refusal is one line naming what failed.
+ */
+export function authorizeCertificate(
+  keys: readonly AuthorizedKey[],
+  cert: Certificate,
+  peerIp: string,
+  username: string,
+  now: Date,
+  revoked?: RevocationList,
+): KeyDecision {
+  const lines = keys.filter((k) => k.options.certAuthority && k.blob.equals(cert.signatureKey));
+  const checker = (line: AuthorizedKey | undefined) =>
+    new CertChecker({
+      certType: "user",
+      isAuthority: (ca) => line !== undefined && ca.equals(line.blob),
+      ...(revoked ? { isRevoked: (c: Certificate) => revoked.isRevoked(c) } : {}),
+      supportedCriticalOptions: SUPPORTED_CRITICAL_OPTIONS,
+      clock: () => now,
+    });
+  if (lines.length === 0)
+    return { ok: false, reason: refusal(() => checker(undefined).check(cert, undefined)) };
+  let reason = "";
+  for (const line of lines) {
+    const o = line.options;
+    if (o.from !== undefined && !fromAllows(o.from, peerIp)) {
+      reason = `${peerIp} is not allowed by from="${o.from}" of the cert-authority line ${line.line}`;
+      continue;
+    }
+    if (o.expiresAt && now.getTime() > o.expiresAt.getTime()) {
+      reason = `the cert-authority line ${line.line} expired (expiry-time)`;
+      continue;
+    }
+    // principals= (match_principals_option): one certificate principal in the line's list.
+    if (o.principals && !cert.principals.some((p) => o.principals?.includes(p))) {
+      reason = `certificate ${quote(cert.keyId)} lists none of the principals of the cert-authority line ${line.line} (${o.principals.join(",")}); its principals are ${cert.principals.map(quote).join(", ") || "none"}`;
+      continue;
+    }
+    const failed = refusal(() => checker(line).check(cert, o.principals ? undefined : username));
+    if (failed) {
+      reason = failed;
+      continue;
+    }
+    const from = cert.criticalOptions.get("source-address");
+    if (from !== undefined) {
+      const allowed = sourceAddressAllows(from, peerIp);
+      if (allowed !== true) {
+        reason =
+          allowed === "malformed"
+            ? `certificate ${quote(cert.keyId)} has a malformed source-address ${quote(from)}`
+            : `certificate ${quote(cert.keyId)} is not valid from ${peerIp} (source-address ${quote(from)})`;
+        continue;
+      }
+    }
+    return { ok: true, key: { ...line, options: certificateOptions(o, cert) }, certificate: cert };
+  }
+  return { ok: false, reason };
+}
+
+/** The checker's one line, or "" when `fn` passes. */
+function refusal(fn: () => void): string {
+  try {
+    fn();
+    return "";
+  } catch (err) {
+    if (err instanceof RevtunError) return err.message;
+    throw err;
+  }
+}
+
+/**
+ * A certificate session's options: the line's, narrowed by the
+ * certificate as sshd merges them (sshauthopt_merge): forwarding needs
+ * the line's permission and the certificate's `permit-port-forwarding`
+ * extension (`ssh-keygen -O clear` leaves it out: such a certificate logs
+ * in and forwards nothing, listening or reaching), and the names it may
+ * bind are its principals.
+ */
+export function certificateOptions(o: KeyOptions, cert: Certificate): KeyOptions {
+  const permitted = cert.extensions.has("permit-port-forwarding");
+  return {
+    ...o,
+    portForwarding: o.portForwarding && permitted,
+    permitOpen: permitted ? o.permitOpen : [],
+    tunnelNames: cert.principals.map((p) => p.toLowerCase()),
+    ...(permitted
+      ? {}
+      : {
+          forwardingDenied: `certificate ${quote(cert.keyId)} does not permit port forwarding (no permit-port-forwarding extension: signed with -O clear?)`,
+        }),
+  };
+}
+
+/** How a certificate session's key is named in records: the certified key's fingerprint. */
+export function certifiedFingerprint(cert: Certificate): string {
+  return fingerprintSha256(cert.publicKey);
 }
 
 /**
@@ -118,12 +235,19 @@ export function checkListen(
   gatewayPorts: boolean,
 ): string | undefined {
   if (!options.portForwarding)
-    return "port forwarding is disabled for this key (restrict / no-port-forwarding)";
+    return (
+      options.forwardingDenied ?? "port forwarding is disabled for this key (restrict / no-port-forwarding)"
+    );
   if (target.scope === "name") {
     // Only a permitlisten naming it (by pattern) grants a name: a bare port
     // or no permitlisten would let any forwarding key claim any device's
     // name. Gateway ports are moot, nothing listens.
     const name = target.name ?? target.requested.toLowerCase();
+    // A certificate binds its own names only: one CA line with
+    // permitlisten="*:22" serves a fleet, and device42's certificate
+    // cannot claim device43.
+    if (options.tunnelNames && !options.tunnelNames.includes(name))
+      return `tunnel name ${name} is not a principal of this certificate (${options.tunnelNames.join(", ") || "none"})`;
     const hit = options.permitListen.some(
       (p) => p.host !== undefined && (p.port === "any" || p.port === port) && matchPattern(name, p.host),
     );

@@ -19,8 +19,10 @@ import { dirname } from "node:path";
 import ssh2, { type Connection } from "ssh2";
 import { formatEndpoint } from "../shared/address.js";
 import { boundRecord } from "../shared/bounded-text.js";
+import { type Certificate, loadRevokedKeys, type RevocationList } from "../shared/certificates/index.js";
 import { RevtunError } from "../shared/errors.js";
 import { fingerprintSha256, parseKeyText } from "../shared/keys.js";
+import { certificateHostKeys, presentHostCertificate } from "../ssh2/host-certificate.js";
 import { normalizeIp } from "./address-match.js";
 import { SourcePenalties } from "./authentication.js";
 import { type AuthorizedKeys, parseAuthorizedKeys } from "./authorized-keys.js";
@@ -29,10 +31,11 @@ import { Enrollment } from "./enrollment/enrollment.js";
 import type { RelayEvents } from "./events.js";
 import { FleetMember } from "./fleet/member.js";
 import { forwardInfo } from "./forwarding.js";
+import { checkHostCertificate } from "./host-certificate.js";
 import { RelayMetrics } from "./metrics.js";
 import { tunnelKey } from "./names.js";
 import { type RelayOptions, type ResolvedRelayOptions, resolveRelayOptions } from "./options.js";
-import { authorizeKey, type BindTarget, type KeyDecision } from "./policy.js";
+import { authorizeCertificate, authorizeKey, type BindTarget, type KeyDecision } from "./policy.js";
 import { RelaySession, type SessionHost, sourceOf } from "./session.js";
 
 /** setInterval's ceiling: ssh2 has no "off" for server keepalives, so "off" is "never". */
@@ -61,6 +64,9 @@ export class Relay extends EventEmitter<RelayEvents> {
   readonly metrics: RelayMetrics;
   private keys: AuthorizedKeys = { keys: [], problems: [] };
   private keysDigest = "";
+  /** --revoked-keys, once read; undefined without the option. */
+  private revoked: RevocationList | undefined;
+  private revokedDigest = "";
   private readonly bindings = new BindingTable();
   private readonly sessions = new Set<RelaySession>();
   /** Sockets handed to ssh2 whose Connection has not been announced yet, by remote address. */
@@ -69,7 +75,7 @@ export class Relay extends EventEmitter<RelayEvents> {
   /** The fleet's own listener for peer relays (options.fleet.peerListen), never shared between workers. */
   private peerTcp: net.Server | undefined;
   private ssh: ssh2.Server | undefined;
-  private watcher: FSWatcher | undefined;
+  private watchers: FSWatcher[] = [];
   private watchTimer: NodeJS.Timeout | undefined;
   private reloads: Promise<unknown> = Promise.resolve();
   private nextId = 1;
@@ -195,10 +201,18 @@ export class Relay extends EventEmitter<RelayEvents> {
       this.state = "closed";
       throw new RevtunError("CONFIG", `cannot read enrollment state: ${err.message}`, { cause: err });
     });
+    let hostKeys: Array<string | Buffer | ssh2.EncryptedPrivateKey> = [this.options.hostKey];
+    try {
+      if (this.options.revokedKeysFile) await this.loadRevoked("startup", true);
+      if (this.options.hostCertificate !== undefined) hostKeys = this.hostKeysWithCertificate();
+    } catch (err) {
+      this.state = "closed";
+      throw err;
+    }
     try {
       this.ssh = new ssh2.Server(
         {
-          hostKeys: [this.options.hostKey],
+          hostKeys,
           ident: "revtun-relay",
           // ssh2 sends keepalive@openssh.com (want-reply) after this much
           // silence from the client, and emits a 'client-timeout' error after
@@ -218,6 +232,8 @@ export class Relay extends EventEmitter<RelayEvents> {
         },
         (conn, info) => this.onSshConnection(conn, info.ip, info.port),
       );
+      if (this.options.hostCertificate !== undefined && !presentHostCertificate(this.ssh))
+        throw new Error("ssh2's key exchange internals are gone: --host-certificate cannot be presented");
     } catch (err) {
       this.state = "closed";
       throw new RevtunError("CONFIG", `relay host key unusable: ${(err as Error).message}`, { cause: err });
@@ -296,38 +312,103 @@ export class Relay extends EventEmitter<RelayEvents> {
   }
 
   /**
-   * Re-reads authorized_keys. Sessions whose key is still admitted stay (and
-   * pick up changed options); the others are closed. A file that cannot be
-   * read keeps the previous keys: an editor's half-written state must not
-   * drop every agent. Returns whether the file was read.
+   * The host key entries for ssh2 with --host-certificate: the certificate
+   * first (ssh2 offers host key algorithms in this order, and ssh with an
+   * @cert-authority line takes the first it can check), then the plain key
+   * for clients that pin it in known_hosts.
+   */
+  private hostKeysWithCertificate(): Array<ssh2.EncryptedPrivateKey> {
+    const key = parseKeyText(this.options.hostKey);
+    if (key instanceof Error)
+      throw new RevtunError("CONFIG", `relay host key unusable: ${key.message}`, { cause: key });
+    const cert = checkHostCertificate(
+      this.options.hostCertificate ?? "",
+      key.getPublicSSH(),
+      this.options.now(),
+    );
+    try {
+      return [...certificateHostKeys(key, cert.raw), { key }];
+    } catch (err) {
+      throw new RevtunError("CONFIG", `host certificate: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  /**
+   * Re-reads authorized_keys and the revoked keys file. Sessions whose key
+   * (or certificate) is still admitted stay (and pick up changed options);
+   * the others are closed. A file that cannot be read keeps what was loaded
+   * before: an editor's half-written state must not drop every agent, nor
+   * drop every revocation. Returns whether authorized_keys was read.
    */
   reloadAuthorizedKeys(reason = "reload requested"): Promise<boolean> {
     const run = async () => {
       const file = this.options.authorizedKeysFile;
+      const revokedChanged = this.options.revokedKeysFile ? await this.loadRevoked(reason, false) : false;
       let text: string;
       try {
         text = await readFile(file, "utf8");
       } catch (err) {
         this.metrics.reloads.inc({ result: "failed" });
         this.emit("keys-reload-failed", { file, error: (err as Error).message });
+        if (revokedChanged) this.recheckSessions();
         return false;
       }
       if (this.state !== "listening") return false;
       // The file watcher fires for any change in the directory; only a real
       // change of this file is worth a record.
-      if (reason === "file changed" && digest(text) === this.keysDigest) return true;
+      if (reason === "file changed" && digest(text) === this.keysDigest) {
+        if (revokedChanged) this.recheckSessions();
+        return true;
+      }
       this.useKeys(text, reason);
       this.metrics.reloads.inc({ result: "ok" });
-      for (const s of this.authenticatedSessions()) {
-        const blob = s.publicKey;
-        // A device logged in with this relay's certificate is not an authorized_keys line.
-        if (blob && !s.certificateName) s.recheck(this.authorize(blob, s.ip));
-      }
+      this.recheckSessions();
       return true;
     };
     const p = this.reloads.then(run, run);
     this.reloads = p;
     return p;
+  }
+
+  /**
+   * Reads --revoked-keys. At startup a failure throws (the relay does not
+   * start without the revocations it was given); later it is reported and
+   * the previous list stays. Returns whether the list changed.
+   */
+  private async loadRevoked(reason: string, startup: boolean): Promise<boolean> {
+    const file = this.options.revokedKeysFile ?? "";
+    let data: Buffer;
+    let list: RevocationList;
+    try {
+      data = await readFile(file);
+      if (!startup && reason === "file changed" && digest(data) === this.revokedDigest) return false;
+      list = await loadRevokedKeys(file);
+    } catch (err) {
+      const message = (err as Error).message;
+      if (startup)
+        throw new RevtunError(
+          "CONFIG",
+          message.startsWith(file) || message.includes(` ${file}`) ? message : `${file}: ${message}`,
+          { cause: err },
+        );
+      this.emit("revoked-keys-reload-failed", { file, error: message });
+      return false;
+    }
+    this.revoked = list;
+    this.revokedDigest = digest(data);
+    this.emit("revoked-keys-loaded", { file, kind: list.kind, entries: list.size, reason });
+    return true;
+  }
+
+  /** Re-admits every authenticated session against the current keys and revocations. */
+  private recheckSessions(): void {
+    for (const s of this.authenticatedSessions()) {
+      // A device enrolled here holds no authorized_keys line: revocation by name (enrollmentChanged) governs it.
+      if (s.certificateName) continue;
+      const cert = s.certificate;
+      if (cert) s.recheck(this.authorizeCertificate(cert, s.ip, s.loginName));
+      else if (s.publicKey) s.recheck(this.authorize(s.publicKey, s.ip));
+    }
   }
 
   /**
@@ -338,8 +419,8 @@ export class Relay extends EventEmitter<RelayEvents> {
   async close(): Promise<void> {
     if (this.state === "closed" || this.state === "closing") return;
     this.state = "closing";
-    this.watcher?.close();
-    this.watcher = undefined;
+    for (const w of this.watchers) w.close();
+    this.watchers = [];
     clearTimeout(this.watchTimer);
     const tcpClosed = Promise.all(
       [this.tcp, this.peerTcp].map((t) => new Promise<void>((r) => (t ? t.close(() => r()) : r()))),
@@ -373,9 +454,15 @@ export class Relay extends EventEmitter<RelayEvents> {
   // ---- internals ------------------------------------------------------------
 
   private authorize(blob: Buffer, ip: string): KeyDecision {
+    // RevokedKeys applies to every key, the fleet's too (sshd checks it before any line).
+    if (this.revoked?.isRevoked(blob)) return { ok: false, reason: "revoked" };
     const peer = this.fleet?.admit(blob);
     if (peer) return { ok: true, key: peer };
     return authorizeKey(this.keys.keys, blob, ip, this.options.now());
+  }
+
+  private authorizeCertificate(cert: Certificate, ip: string, username: string): KeyDecision {
+    return authorizeCertificate(this.keys.keys, cert, ip, username, this.options.now(), this.revoked);
   }
 
   private useKeys(text: string, reason: string): void {
@@ -401,22 +488,36 @@ export class Relay extends EventEmitter<RelayEvents> {
     });
   }
 
+  /** Watches authorized_keys and, when given, the revoked keys file; either change reloads both. */
   private watchKeys(): void {
-    const file = this.options.authorizedKeysFile;
-    try {
-      // The directory, not the file: editors and config managers replace the
-      // file by rename, which a watch on the old inode would never report.
-      this.watcher = watch(dirname(file), { persistent: false }, () => {
-        clearTimeout(this.watchTimer);
-        this.watchTimer = setTimeout(() => void this.reloadAuthorizedKeys("file changed"), WATCH_DEBOUNCE_MS);
-      });
-      this.watcher.on("error", (err) => {
-        this.emit("keys-reload-failed", { file, error: `watching stopped: ${err.message}` });
-        this.watcher?.close();
-        this.watcher = undefined;
-      });
-    } catch (err) {
-      this.emit("keys-reload-failed", { file, error: `cannot watch: ${(err as Error).message}` });
+    const files = [this.options.authorizedKeysFile, this.options.revokedKeysFile].filter(
+      (f): f is string => f !== undefined,
+    );
+    const dirs = new Map(files.map((f) => [dirname(f), f]));
+    for (const [dir, file] of dirs) {
+      const failed = (error: string) =>
+        file === this.options.authorizedKeysFile
+          ? this.emit("keys-reload-failed", { file, error })
+          : this.emit("revoked-keys-reload-failed", { file, error });
+      try {
+        // The directory, not the file: editors and config managers replace the
+        // file by rename, which a watch on the old inode would never report.
+        const watcher = watch(dir, { persistent: false }, () => {
+          clearTimeout(this.watchTimer);
+          this.watchTimer = setTimeout(
+            () => void this.reloadAuthorizedKeys("file changed"),
+            WATCH_DEBOUNCE_MS,
+          );
+        });
+        watcher.on("error", (err) => {
+          failed(`watching stopped: ${err.message}`);
+          watcher.close();
+          this.watchers = this.watchers.filter((w) => w !== watcher);
+        });
+        this.watchers.push(watcher);
+      } catch (err) {
+        failed(`cannot watch: ${(err as Error).message}`);
+      }
     }
   }
 
@@ -533,6 +634,7 @@ export class Relay extends EventEmitter<RelayEvents> {
       options: this.options,
       metrics: this.metrics,
       authorize: (blob, ip) => this.authorize(blob, ip),
+      authorizeCertificate: (cert, ip, username) => this.authorizeCertificate(cert, ip, username),
       penalize: (ip) => this.penalties.fail(ip),
       forgive: (ip, n) => this.penalties.forgive(ip, n),
       sessionsForKey: (fp) => this.authenticatedSessions().filter((s) => s.fingerprint === fp).length,
@@ -550,6 +652,6 @@ export class Relay extends EventEmitter<RelayEvents> {
   }
 }
 
-function digest(text: string): string {
+function digest(text: string | Buffer): string {
   return createHash("sha256").update(text).digest("hex");
 }

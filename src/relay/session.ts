@@ -9,15 +9,16 @@ import type net from "node:net";
 import type { Connection } from "ssh2";
 import { formatEndpoint } from "../shared/address.js";
 import { boundText, RECORD_TEXT_MAX } from "../shared/bounded-text.js";
+import type { Certificate } from "../shared/certificates/index.js";
 import { OPEN_FAILURE, rejectChannelOpen } from "../ssh2/channel-open-failure.js";
 import { poolPadding } from "../ssh2/padding-pool.js";
 import { applyWindowPolicy } from "../ssh2/window.js";
 import { ipBytes, normalizeIp } from "./address-match.js";
-import { type AuthHost, SessionAuthentication } from "./authentication.js";
+import { type Authenticated, type AuthHost, SessionAuthentication } from "./authentication.js";
 import type { AuthorizedKey } from "./authorized-keys.js";
 import type { Binding, ReleaseReason } from "./bindings.js";
 import { ENROLL_SUBSYSTEM, RENEW_SUBSYSTEM, serveSubsystem } from "./enrollment/enrollment-channel.js";
-import type { SessionInfo, SessionRef } from "./events.js";
+import { certificateFields, type SessionInfo, type SessionRef } from "./events.js";
 import { type Accept, type ForwardingHost, type Reject, SessionForwarding } from "./forwarding.js";
 import type { KeyDecision } from "./policy.js";
 import { type DirectTcpipInfo, SessionTunnels, type TunnelHost } from "./tunnels.js";
@@ -60,6 +61,7 @@ export class RelaySession {
   readonly finished: Promise<void>;
   private conn: Connection | undefined;
   private keyBlob: Buffer | undefined;
+  private accepted: Authenticated | undefined;
   private readonly auth: SessionAuthentication;
   private readonly forwarding: SessionForwarding;
   private readonly tunnels: SessionTunnels;
@@ -92,14 +94,31 @@ export class RelaySession {
   }
 
   ref(): SessionRef {
-    return { sessionId: this.id, fingerprint: this.fingerprint, peer: this.peer };
+    const cert = this.accepted?.certificate;
+    return {
+      sessionId: this.id,
+      fingerprint: this.fingerprint,
+      peer: this.peer,
+      ...(cert ? certificateFields(cert) : {}),
+    };
+  }
+
+  /** The user certificate this session authenticated with, if it did with one. */
+  get certificate(): Certificate | undefined {
+    return this.accepted?.certificate;
+  }
+
+  /** The login name exactly as the client sent it (username is bounded for records). */
+  get loginName(): string {
+    return this.accepted?.username ?? "";
   }
 
   info(): SessionInfo {
     return {
       ...this.ref(),
       keyComment: this.key?.comment ?? "",
-      keyType: this.key?.type ?? "",
+      // A certificate session names the certificate type (sshd: ED25519-CERT), not its CA line's.
+      keyType: this.certificate?.type ?? this.key?.type ?? "",
       username: this.username,
     };
   }
@@ -142,11 +161,11 @@ export class RelaySession {
     this.forwarding.forget(b, reason);
   }
 
-  /** After an authorized_keys reload: the key's current line, or why it is gone. */
+  /** After an authorized_keys or revoked keys reload: the key's current line, or why it is gone. */
   recheck(decision: KeyDecision): void {
     if (!this.authenticated || this.closing) return;
     if (!decision.ok) {
-      this.close(`key no longer authorized (${decision.reason})`);
+      this.close(`${this.certificate ? "certificate" : "key"} no longer authorized (${decision.reason})`);
       return;
     }
     this.key = decision.key;
@@ -198,10 +217,11 @@ export class RelaySession {
   private ready(): void {
     const accepted = this.auth.accepted;
     if (this.closing || !accepted) return;
+    this.accepted = accepted;
     this.key = accepted.key;
     this.keyBlob = accepted.blob;
     this.fingerprint = accepted.fingerprint;
-    this.certificateName = accepted.certificate?.name;
+    this.certificateName = accepted.enrolledName;
     this.authenticated = true;
     if (this.handshakeTimer) this.clear(this.handshakeTimer);
     this.host.emit("session-opened", this.info());

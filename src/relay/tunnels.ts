@@ -97,6 +97,10 @@ export class SessionTunnels {
       reject();
       return;
     }
+    if (key?.options.forwardingDenied) {
+      this.session.refuse(reject, `revtun relay: ${key.options.forwardingDenied}`);
+      return;
+    }
     if (!key || key.options.permitOpen.length === 0 || port < 0) {
       this.session.refuse(reject, this.notAllowed);
       return;

@@ -378,6 +378,8 @@ describe("fuzz: parsers of outside input", () => {
       "--listen",
       "--host-key",
       "--authorized-keys",
+      "--revoked-keys",
+      "--host-certificate",
       "--metrics",
       "--gateway-ports",
       "--max-channels",

@@ -10,12 +10,15 @@ import { addrMatchList, checkFromList, fromAllows } from "../../src/relay/addres
 import { parseAuthorizedKeys, parseExpiryTime, parseOptions } from "../../src/relay/authorized-keys.js";
 import { targetsOverlap } from "../../src/relay/bindings.js";
 import {
+  authorizeCertificate,
   authorizeKey,
   type BindTarget,
   checkListen,
   checkOpen,
   resolveBindAddress,
 } from "../../src/relay/policy.js";
+import { parseCertificate } from "../../src/shared/certificates/index.js";
+import { blobOf, lineOf, TestCa } from "../helpers/ca.js";
 import { keygen } from "../helpers/sshd.js";
 
 const dir = mkdtempSync(join(tmpdir(), "revtun-relay-unit-"));
@@ -84,7 +87,7 @@ describe("authorized_keys parsing", () => {
         `from="10.0.0.1 ${PUB}`,
         `permitlisten="a:b:c" ${PUB}`,
         `from="10.0.0.1/8" ${PUB}`,
-        `cert-authority ${PUB}`,
+        `principals="a" ${PUB}`,
         `ssh-rsa ${PUB.split(" ")[1]}`,
         "ssh-ed25519 AAAAnotakey",
         `expiry-time="20241341" ${PUB}`,
@@ -277,5 +280,68 @@ describe("listen permissions", () => {
     assert.equal(targetsOverlap(target("0.0.0.0"), target("127.0.0.1")), true);
     assert.equal(targetsOverlap(target("0.0.0.0"), target("::1")), false);
     assert.equal(targetsOverlap(target("::1"), target("0:0:0:0:0:0:0:1")), true);
+  });
+});
+
+describe("cert-authority lines", () => {
+  const ca = new TestCa();
+  after(() => ca.close());
+  const caKey = ca.key("ed25519", "ca");
+  const CA = lineOf(`${caKey}.pub`);
+  const cert = (principals: string[], extra: Parameters<TestCa["sign"]>[2] = {}) =>
+    parseCertificate(blobOf(ca.sign(caKey, ca.key("ed25519"), { id: "c", principals, ...extra })));
+  const now = new Date();
+
+  test("cert-authority and principals= parse; principals= needs cert-authority and a name", () => {
+    const k = one(`cert-authority,principals="ops,admin",permitopen="*:22" ${CA}`);
+    assert.equal(k.options.certAuthority, true);
+    assert.deepEqual(k.options.principals, ["ops", "admin"]);
+    const r = parseAuthorizedKeys(
+      `principals="ops" ${CA}\ncert-authority,principals="" ${CA}\n${lineOf(ca.sign(caKey, ca.key("ed25519"), {}))}`,
+    );
+    assert.deepEqual(
+      r.problems.map((p) => p.message),
+      [
+        "principals= applies to cert-authority lines only (add cert-authority, or drop principals=)",
+        'option principals="" lists no principal',
+        'a certificate ("ssh-ed25519-cert-v01@openssh.com") cannot be listed: list its CA\'s public key with cert-authority',
+      ],
+    );
+  });
+
+  test("a CA's own key never logs in as itself", () => {
+    const keys = parseAuthorizedKeys(`cert-authority ${CA}`).keys;
+    assert.deepEqual(authorizeKey(keys, blobOf(`${caKey}.pub`), "127.0.0.1", now), {
+      ok: false,
+      reason: "unknown-key",
+    });
+  });
+
+  test("sshd's principal rules: the login name without principals=, the line's list with it, none listed = any", () => {
+    const keys = parseAuthorizedKeys(`cert-authority ${CA}\ncert-authority,principals="ops" ${CA}`).keys;
+    const dev = cert(["device42"]);
+    assert.equal(authorizeCertificate(keys, dev, "127.0.0.1", "device42", now).ok, true);
+    const asOps = authorizeCertificate(keys, cert(["ops"]), "127.0.0.1", "anyone", now);
+    assert.ok(asOps.ok && asOps.key.line === 2, asOps.ok ? `line ${asOps.key.line}` : asOps.reason);
+    const wildcard = authorizeCertificate(keys, cert([]), "127.0.0.1", "whoever", now);
+    assert.ok(wildcard.ok, wildcard.ok ? "" : wildcard.reason);
+    // ... but it binds no tunnel name: its names are its principals, and it has none.
+    assert.match(
+      checkListen(wildcard.key.options, target("device42"), 22, false) ?? "",
+      /not a principal of this certificate \(none\)/,
+    );
+  });
+
+  test("the line's from= and expiry-time apply to the certificates it admits", () => {
+    const keys = parseAuthorizedKeys(
+      `cert-authority,from="10.0.0.0/8" ${CA}\ncert-authority,expiry-time="20200101" ${CA}`,
+    ).keys;
+    const r = authorizeCertificate(keys, cert(["d"]), "127.0.0.1", "d", now);
+    assert.deepEqual(r, { ok: false, reason: "the cert-authority line 2 expired (expiry-time)" });
+    const only = authorizeCertificate(keys.slice(0, 1), cert(["d"]), "127.0.0.1", "d", now);
+    assert.deepEqual(only, {
+      ok: false,
+      reason: '127.0.0.1 is not allowed by from="10.0.0.0/8" of the cert-authority line 1',
+    });
   });
 });

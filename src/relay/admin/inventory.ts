@@ -5,7 +5,7 @@
  * closed, which only the `forwarded-closed` events report.
  */
 import { formatBindAddress as hostPort } from "../../shared/address.js";
-import type { RelayEvents } from "../events.js";
+import type { CertificateFields, RelayEvents } from "../events.js";
 import type { Relay } from "../relay.js";
 
 export interface BindingRecord {
@@ -17,7 +17,8 @@ export interface BindingRecord {
   listening: string[];
 }
 
-export interface SessionRecord {
+/** A session that logged in with a certificate also carries its key id, serial, principals and CA. */
+export interface SessionRecord extends CertificateFields {
   sessionId: number;
   fingerprint: string;
   keyComment: string;
@@ -96,6 +97,14 @@ export class Inventory {
           keyType: info.keyType,
           username: info.username,
           peer: info.peer,
+          ...(info.certKeyId !== undefined
+            ? {
+                certKeyId: info.certKeyId,
+                certSerial: info.certSerial,
+                certPrincipals: info.certPrincipals,
+                certCa: info.certCa,
+              }
+            : {}),
           since: new Date(s.connectedAt).toISOString(),
           bindings: [...s.bindings].map((b) => ({
             address: hostPort(b.target.requested, b.port),

@@ -5,7 +5,7 @@
  * for any key Enrollment.owns and does the rest (limits, the answer).
  */
 import type { PublicKeyAuthContext } from "ssh2";
-import { parseSignatureBlob, verifySshSignature } from "../../shared/certificates/index.js";
+import { type Certificate, parseSignatureBlob, verifySshSignature } from "../../shared/certificates/index.js";
 import type { AuthorizedKey } from "../authorized-keys.js";
 import type { Enrollment } from "./enrollment.js";
 import { WireWriter } from "./ssh-wire.js";
@@ -14,7 +14,7 @@ import { WireWriter } from "./ssh-wire.js";
 export const ENROLL_USER = "revtun-enroll";
 
 export type CertificateLogin =
-  | { ok: true; signed: boolean; name: string; key: AuthorizedKey; fingerprint: string; serial: string }
+  | { ok: true; signed: boolean; name: string; key: AuthorizedKey; fingerprint: string; cert: Certificate }
   | { ok: false; reason: string; fingerprint?: string };
 
 export async function certificateLogin(
@@ -24,12 +24,12 @@ export async function certificateLogin(
   const decision = await enrollment.check(ctx.key.data);
   if (!decision.ok) return decision;
   const { name, key, fingerprint } = decision;
-  const serial = decision.cert.serial.toString();
+  const cert = decision.cert;
   // RFC 4252 7: no signature is the client asking whether this key would do.
-  if (!ctx.signature || !ctx.blob) return { ok: true, signed: false, name, key, fingerprint, serial };
+  if (!ctx.signature || !ctx.blob) return { ok: true, signed: false, name, key, fingerprint, cert };
   if (!verifySshSignature(decision.cert.publicKey, signatureBlob(ctx.signature, ctx.key.algo), ctx.blob))
     return { ok: false, reason: "bad signature", fingerprint };
-  return { ok: true, signed: true, name, key, fingerprint, serial };
+  return { ok: true, signed: true, name, key, fingerprint, cert };
 }
 
 /**
