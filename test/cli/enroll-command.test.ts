@@ -8,13 +8,12 @@
  * directory and the device logs in again after the restart.
  */
 import assert from "node:assert/strict";
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import { Revtun, runRevtun } from "../helpers/cli.js";
-import { SshProc } from "../helpers/relay.js";
 import { freePort, keygen, Sshd } from "../helpers/sshd.js";
 
 function relayArgs(dir: string, port: number, adminPort: number): string[] {
@@ -32,46 +31,41 @@ function relayArgs(dir: string, port: number, adminPort: number): string[] {
     join(dir, "state"),
     "--admin",
     `127.0.0.1:${adminPort}`,
+    "--host-certificate",
+    join(dir, "relay_host-cert.pub"),
   ];
 }
 
-function deviceTunnel(dir: string, relayPort: number, sshdPort: number): SshProc {
-  // The device's tunnel. Stock ssh with the certificate `revtun enroll` wrote.
-  const args = [
-    "-F",
-    "/dev/null",
-    "-N",
-    "-o",
-    "BatchMode=yes",
-    "-o",
-    "IdentitiesOnly=yes",
-    "-o",
-    "ExitOnForwardFailure=yes",
-    "-o",
-    `UserKnownHostsFile=${join(dir, "device_known_hosts")}`,
-    "-o",
-    "StrictHostKeyChecking=yes",
-    "-i",
-    join(dir, "revtun_ed25519"),
-    "-p",
-    String(relayPort),
-    "-R",
-    `device42:22:127.0.0.1:${sshdPort}`,
-    "127.0.0.1",
-  ];
-  return new SshProc(
-    spawn("ssh", args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, SSH_AUTH_SOCK: "" } }),
-  );
+/** The device's tunnel: the command `revtun enroll` printed, pointed at the test sshd's port. */
+function deviceTunnel(printed: string, sshdPort: number): Revtun {
+  const m = /^ {2}revtun (-N .*)$/m.exec(printed);
+  assert.ok(m?.[1], printed);
+  const args = m[1]
+    .split(" ")
+    .map((a) => (a === "device42:22:localhost:22" ? `device42:22:127.0.0.1:${sshdPort}` : a));
+  return new Revtun(["-F", "none", "-o", "StrictHostKeyChecking=yes", ...args]);
 }
 
 test("adding a device: token, enroll, host certificate, ssh -J by name; survives kill -9 of the relay", async () => {
   const dir = mkdtempSync(join(tmpdir(), "revtun-enroll-e2e-"));
   const sshd = await Sshd.start();
   let relay: Revtun | undefined;
-  const procs: SshProc[] = [];
+  const devices: Revtun[] = [];
   try {
     keygen(join(dir, "ca"));
     keygen(join(dir, "relay_host"));
+    // The relay's own host certificate from the same CA: operators need one @cert-authority line in all.
+    execFileSync("ssh-keygen", [
+      "-q",
+      "-s",
+      join(dir, "ca"),
+      "-h",
+      "-I",
+      "relay",
+      "-n",
+      "127.0.0.1",
+      join(dir, "relay_host.pub"),
+    ]);
     // The operator's key may reach every device's port 22; devices need no line at all.
     const operatorPub = readFileSync(`${sshd.userKey}.pub`, "utf8").trim();
     writeFileSync(join(dir, "authorized_keys"), `permitopen="*:22" ${operatorPub}\n`);
@@ -122,8 +116,8 @@ test("adding a device: token, enroll, host certificate, ssh -J by name; survives
     sshd.opts.config = [...(sshd.opts.config ?? []), `HostCertificate ${sshd.hostKeys[0]}-cert.pub`];
     await sshd.restart();
 
-    const tunnel = deviceTunnel(dir, port, sshd.port);
-    procs.push(tunnel);
+    const tunnel = deviceTunnel(enrolled.stdout, sshd.port);
+    devices.push(tunnel);
     await relay.waitFor(/holds tunnel device42:22/);
 
     // The operator: one @cert-authority line for every device.
@@ -171,23 +165,21 @@ test("adding a device: token, enroll, host certificate, ssh -J by name; survives
       );
     assert.equal(operator().trim(), "hello from device42");
 
-    const devices = await runRevtun(["relay", "devices", "--admin", `127.0.0.1:${adminPort}`]);
-    assert.equal(devices.code, 0, devices.stderr);
-    assert.match(devices.stdout, /^NAME\s+FINGERPRINT\s+SERIAL\s+EXPIRES\s+ENROLLED\s+REVOKED\n/);
-    assert.match(devices.stdout, /\ndevice42\s+SHA256:\S+\s+\d+\s+\d{4}-\S+Z\s+\d{4}-\S+Z\s+-\n$/);
+    const list = await runRevtun(["relay", "devices", "--admin", `127.0.0.1:${adminPort}`]);
+    assert.equal(list.code, 0, list.stderr);
+    assert.match(list.stdout, /^NAME\s+FINGERPRINT\s+SERIAL\s+EXPIRES\s+ENROLLED\s+REVOKED\n/);
+    assert.match(list.stdout, /\ndevice42\s+SHA256:\S+\s+\d+\s+\d{4}-\S+Z\s+\d{4}-\S+Z\s+-\n$/);
 
     // kill -9: nothing is flushed on the way out; the state directory must already hold the device.
     relay.proc.kill("SIGKILL");
     await relay.exited;
-    assert.equal(await tunnel.waitExit(20_000), 255);
     relay = new Revtun(relayArgs(dir, port, adminPort));
     await relay.waitFor(/relay listening/);
-    const again = deviceTunnel(dir, port, sshd.port);
-    procs.push(again);
-    await relay.waitFor(/holds tunnel device42:22/);
+    // The same agent logs in again on its own, with the certificate from before the crash.
+    await relay.waitFor(/holds tunnel device42:22/, 30_000);
     assert.equal(operator().trim(), "hello from device42");
   } finally {
-    for (const p of procs) await p.kill().catch(() => {});
+    for (const d of devices) await d.stop("SIGKILL");
     await relay?.stop("SIGKILL");
     await sshd.close();
     rmSync(dir, { recursive: true, force: true });
