@@ -7,7 +7,7 @@ export const RELAY_SYNOPSIS = `revtun relay --listen [host:]port --host-key FILE
                     [--gateway-ports] [--max-channels N] [--log-format text|json] [-v]
                     [--fleet redis://host:port[/db] --fleet-key FILE [--fleet-name NAME]
                      [--fleet-password-file FILE] [--relay-id ID] [--advertise host:port]
-                     [--workers N]] [--ca-key FILE (--state-dir DIR | --fleet ...)
+                     [--workers N]] [--ca-key FILE [--state-dir DIR]
                      [--cert-validity DURATION]]
        revtun relay status [--json] [--admin host:port] [--admin-token-file FILE]
        revtun relay token --name NAME [--ttl DURATION] [--admin host:port] [--admin-token-file FILE]

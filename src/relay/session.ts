@@ -56,6 +56,8 @@ export class RelaySession {
   authenticated = false;
   /** The device name, for a session that logged in with a certificate this relay's CA signed. */
   certificateName: string | undefined;
+  /** Enrollment channels opened on this connection (at most one). */
+  private enrollChannels = 0;
   /** Set once the session is being closed; the reason reported when it is. */
   closing: string | undefined;
   readonly finished: Promise<void>;
@@ -238,6 +240,11 @@ export class RelaySession {
     const enrolling = this.auth.enrolling && !this.authenticated;
     if (!e || (!enrolling && !name) || this.closing) {
       this.refuseChannel(reject, "session", NO_SHELL);
+      return;
+    }
+    // One token try per connection: more would let one handshake window try tokens in parallel.
+    if (enrolling && this.enrollChannels++ > 0) {
+      this.refuseChannel(reject, "session", "revtun relay: one enrollment per connection");
       return;
     }
     const keyBlob = this.key?.blob;
