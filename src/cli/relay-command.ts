@@ -9,6 +9,7 @@
 import { readFile } from "node:fs/promises";
 import type { ParseArgsConfig } from "node:util";
 import { type AdminServer, isLoopback, startAdminServer } from "../relay/admin/admin-server.js";
+import { loadCertificateAuthority } from "../relay/enrollment/certificate-authority.js";
 import {
   describeRelayEvent,
   RELAY_EVENT_NAMES,
@@ -355,6 +356,15 @@ export async function relayCommand(
       io.stderr.write(
         `revtun relay: ${(err as Error).message}${fleetAuthHint(err, args.fleet, io.env ?? {})}\n`,
       );
+      return exitCodeFor(err);
+    }
+  }
+  // The CA key is checked before anything starts, as the fleet key is: one line and exit 2.
+  if (args.enrollment) {
+    try {
+      await loadCertificateAuthority(args.enrollment.caKeyFile);
+    } catch (err) {
+      io.stderr.write(`revtun relay: ${(err as Error).message}\n`);
       return exitCodeFor(err);
     }
   }
