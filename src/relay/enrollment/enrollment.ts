@@ -23,6 +23,8 @@ export const MIN_CERT_VALIDITY_MS = 10_000;
 export const DEFAULT_TOKEN_TTL_MS = 3600_000;
 export const MAX_TOKEN_TTL_MS = 7 * 24 * 3600_000;
 export const HOST_CERT_VALIDITY_MS = 365 * 24 * 3600_000;
+/** How often every device record is read again, in case a change notice was lost (Redis pub/sub). */
+const RESYNC_MS = 30_000;
 /**
  * Certificates start this far in the past, for devices whose clock lags
  * (Teleport backdates 1 min), but at most a tenth of the validity: the agent
@@ -78,6 +80,7 @@ export class Enrollment {
   readonly certValidityMs: number;
   private readonly store: EnrollmentStore;
   private readonly checker: CertChecker;
+  private resync: NodeJS.Timeout | undefined;
   /** Device records by name, so a login needs no store round trip (refreshed on every change). */
   private readonly cache = new Map<string, DeviceRecord>();
 
@@ -110,10 +113,31 @@ export class Enrollment {
   async start(): Promise<void> {
     this.store.onChange(({ name }) => void this.refresh(name));
     for (const d of await this.store.devices()) this.cache.set(d.name, d);
+    // Pub/sub is at most once: a relay whose Redis connection was down when a
+    // revocation was published would never hear of it. Re-reading every
+    // record bounds that to RESYNC_MS.
+    this.resync = setInterval(() => void this.resyncAll(), RESYNC_MS);
+    this.resync.unref();
   }
 
   close(): Promise<void> {
+    clearInterval(this.resync);
     return this.store.close();
+  }
+
+  private async resyncAll(): Promise<void> {
+    let devices: DeviceRecord[];
+    try {
+      devices = await this.store.devices();
+    } catch {
+      return;
+    }
+    for (const d of devices) {
+      const was = this.cache.get(d.name);
+      this.cache.set(d.name, d);
+      if (was && (was.revokedAt !== d.revokedAt || was.fingerprint !== d.fingerprint))
+        this.hooks.changed(d.name);
+    }
   }
 
   /** A one-line token for `name`, valid `ttlMs`. */

@@ -113,6 +113,10 @@ test("a device enrolls with a token, logs in with its certificate and binds its 
     const devices = await enrollment.devices();
     assert.equal(devices.length, 1);
     assert.ok(devices[0]?.revokedAt);
+    // Renewal is refused too.
+    const keyBlob = parsePublicKey(readFileSync(join(f.dir, "dev.pub"), "utf8"))?.blob ?? Buffer.alloc(0);
+    const renewal = await enrollment.renew("device42", keyBlob, "test");
+    assert.equal(renewal.ok ? "renewed" : renewal.reason, "revoked");
   }));
 
 test("used, expired, made-up and other-relay tokens are each refused with exit 255 and their own line", () =>
