@@ -24,6 +24,7 @@ import { checkHostCertificate } from "../relay/host-certificate.js";
 import { Relay } from "../relay/relay.js";
 import { formatHostPort } from "../shared/address.js";
 import { quote } from "../shared/bounded-text.js";
+import { loadRevokedKeys } from "../shared/certificates/index.js";
 import { RevtunError } from "../shared/errors.js";
 import { loadOrCreateHostKey, parsePublicKey } from "../shared/keys.js";
 import { createLogger, type LogFormat, type Logger, RepeatCollapser, type Repeats } from "../shared/log.js";
@@ -378,6 +379,8 @@ export async function relayCommand(
         const blob = parsePublicKey(hostKey.publicKey)?.blob ?? Buffer.alloc(0);
         checkHostCertificate(await readHostCertificate(args.hostCertificate), blob, new Date());
       }
+      // And the revoked keys file: every worker would refuse to start on a bad one.
+      if (args.revokedKeys !== undefined) await loadRevokedKeys(args.revokedKeys);
       io.stdout.write(`revtun relay: host key ${hostKey.fingerprint}${made}\n`);
     } catch (err) {
       io.stderr.write(`revtun relay: ${(err as Error).message}\n`);

@@ -23,11 +23,22 @@ export interface CertificateFields {
   certCa?: string;
 }
 
+/**
+ * Principals a record lists at most: a refused certificate is unverified
+ * peer input, and 256 principals of 256 characters would make one
+ * rate-limited record 64 KiB.
+ */
+const RECORD_PRINCIPALS = 16;
+
 export function certificateFields(cert: Certificate): CertificateFields {
+  const p = cert.principals;
   return {
     certKeyId: cert.keyId,
     certSerial: String(cert.serial),
-    certPrincipals: cert.principals,
+    certPrincipals:
+      p.length <= RECORD_PRINCIPALS
+        ? p
+        : [...p.slice(0, RECORD_PRINCIPALS), `…(${p.length - RECORD_PRINCIPALS} more)`],
     certCa: fingerprintSha256(cert.signatureKey),
   };
 }

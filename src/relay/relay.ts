@@ -19,7 +19,7 @@ import { dirname } from "node:path";
 import ssh2, { type Connection } from "ssh2";
 import { formatEndpoint } from "../shared/address.js";
 import { boundRecord } from "../shared/bounded-text.js";
-import { type Certificate, loadRevokedKeys, type RevocationList } from "../shared/certificates/index.js";
+import { type Certificate, type RevocationList, revocationList } from "../shared/certificates/index.js";
 import { RevtunError } from "../shared/errors.js";
 import { fingerprintSha256, parseKeyText } from "../shared/keys.js";
 import { certificateHostKeys, presentHostCertificate } from "../ssh2/host-certificate.js";
@@ -380,18 +380,14 @@ export class Relay extends EventEmitter<RelayEvents> {
     let data: Buffer;
     let list: RevocationList;
     try {
-      data = await readFile(file);
+      data = await readFile(file).catch((err: Error) => {
+        throw new RevtunError("CONFIG", `cannot read revoked keys ${file}: ${err.message}`, { cause: err });
+      });
       if (!startup && reason === "file changed" && digest(data) === this.revokedDigest) return false;
-      list = await loadRevokedKeys(file);
+      list = revocationList(data, file);
     } catch (err) {
-      const message = (err as Error).message;
-      if (startup)
-        throw new RevtunError(
-          "CONFIG",
-          message.startsWith(file) || message.includes(` ${file}`) ? message : `${file}: ${message}`,
-          { cause: err },
-        );
-      this.emit("revoked-keys-reload-failed", { file, error: message });
+      if (startup) throw err;
+      this.emit("revoked-keys-reload-failed", { file, error: (err as Error).message });
       return false;
     }
     this.revoked = list;

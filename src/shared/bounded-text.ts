@@ -12,7 +12,16 @@ export const CLIENT_TEXT_MAX = 64;
 export const RECORD_TEXT_MAX = 256;
 
 /** Fields of relay records whose value the peer chose outright. */
-const CLIENT_FIELDS = new Set(["username", "method", "address", "clientVersion", "type"]);
+const CLIENT_FIELDS = new Set([
+  "username",
+  "method",
+  "address",
+  "clientVersion",
+  "type",
+  // A refused certificate's fields are whatever its sender wrote.
+  "certKeyId",
+  "certPrincipals",
+]);
 
 /**
  * Control characters a terminal or a line-based log shipper would act on:

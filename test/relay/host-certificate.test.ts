@@ -7,14 +7,16 @@
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { relayCommand } from "../../src/cli/relay-command.js";
+import { Relay } from "../../src/relay/index.js";
 import { loadOrCreateHostKey } from "../../src/shared/keys.js";
 import { lineOf, TestCa } from "../helpers/ca.js";
 import { Revtun, runInProcess } from "../helpers/cli.js";
-import { ed, fleetRelayArgs } from "../helpers/fleet.js";
+import { device, ed, fleetRelayArgs, reach } from "../helpers/fleet.js";
+import { random } from "../helpers/net.js";
 import { RedisServer } from "../helpers/redis.js";
 import { nextEvent, RelayFixture, SshProc } from "../helpers/relay.js";
 import { freePort } from "../helpers/sshd.js";
@@ -89,6 +91,30 @@ describe("--host-certificate", () => {
     assert.equal(await stranger.waitExit(10_000), 255);
     assert.match(stranger.stderr, /Host key verification failed/);
   });
+
+  for (const kind of ["ecdsa384", "rsa"] as const)
+    test(`a ${kind} host key's certificate: stock ssh connects on the @cert-authority line alone`, async () => {
+      const key = ca.key(kind, `relay_${kind}`);
+      const cert = ca.sign(hostCa, key, { host: true, id: `relay-${kind}`, principals: ["127.0.0.1"] });
+      const u = fx.key();
+      fx.writeKeys([u.pub]);
+      const relay = new Relay({
+        listen: { host: "127.0.0.1", port: 0 },
+        hostKey: readFileSync(key, "utf8"),
+        hostCertificate: lineOf(cert),
+        authorizedKeysFile: fx.authorizedKeys,
+        watchAuthorizedKeys: false,
+      });
+      const { port } = await relay.start();
+      try {
+        const opened = nextEvent(relay, "session-opened");
+        const p = ssh(port, u.file, hostCa);
+        await opened;
+        await p.kill();
+      } finally {
+        await relay.close();
+      }
+    });
 
   const refusedAtStart = async (certFile: string, re: RegExp) => {
     const port = await freePort();
@@ -182,7 +208,13 @@ describe("--host-certificate", () => {
         validity: "-5m:+1h",
       });
       const u = fx.key();
-      fx.writeKeys([u.pub]);
+      const dev = ed();
+      const op = ed();
+      fx.writeKeys([
+        u.pub,
+        `restrict,port-forwarding,permitlisten="device42:22" ${dev.public} device`,
+        `restrict,permitopen="device*:22" ${op.public} operator`,
+      ]);
       const port = await freePort();
       const primary = new Revtun(args(port, cert));
       procs.push({ kill: async () => void (await primary.stop("SIGTERM")) });
@@ -193,7 +225,33 @@ describe("--host-certificate", () => {
         await primary.waitFor(new RegExp(`(session \\d+ opened.*){${i + 1}}`, "s"), 10_000);
         await p.kill();
       }
+      const opened = [...primary.stderr.matchAll(/session \d+ opened.* worker=(\d)/g)].map((m) => m[1]);
+      assert.deepEqual([...new Set(opened)].sort(), ["0", "1"], primary.stderr);
+      // The peer hop between workers still works: peers (ssh2, no certificate algorithms) get the plain key.
+      const d = await device(port, dev.private);
+      try {
+        for (let i = 0; i < 6; i++) {
+          const data = random(5_000);
+          assert.deepEqual(await reach(port, op.private, data), data);
+        }
+        assert.match(primary.stderr, /tunnel device42:22 .* via relay hc-w\d: closed/);
+      } finally {
+        d.end();
+      }
       assert.equal(await primary.stop("SIGTERM"), 0);
+    });
+
+    test("a malformed --revoked-keys: the primary exits 2 with one line naming file and line, no worker starts", async () => {
+      const cert = ca.sign(hostCa, hostKey, { host: true, id: "relay-r", principals: ["127.0.0.1"] });
+      const bad = join(fx.dir, "bad_revoked");
+      writeFileSync(bad, "# list\nnot-a-key\n");
+      const r = new Revtun([...args(await freePort(), cert), "--revoked-keys", bad]);
+      const { code } = await r.exited;
+      assert.equal(code, 2, r.stderr);
+      assert.equal(
+        r.stderr.trim(),
+        `revtun relay: ${bad}:2: not a public key or a KRL (type "not-a-key"); make a KRL with ssh-keygen -k -f FILE KEY.pub`,
+      );
     });
 
     test("a certificate of another key: the primary exits 2 with one line, no worker starts", async () => {

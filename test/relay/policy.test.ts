@@ -9,6 +9,7 @@ import { after, describe, test } from "node:test";
 import { addrMatchList, checkFromList, fromAllows } from "../../src/relay/address-match.js";
 import { parseAuthorizedKeys, parseExpiryTime, parseOptions } from "../../src/relay/authorized-keys.js";
 import { targetsOverlap } from "../../src/relay/bindings.js";
+import { certificateFields } from "../../src/relay/events.js";
 import {
   authorizeCertificate,
   authorizeKey,
@@ -17,7 +18,8 @@ import {
   checkOpen,
   resolveBindAddress,
 } from "../../src/relay/policy.js";
-import { parseCertificate } from "../../src/shared/certificates/index.js";
+import { boundRecord } from "../../src/shared/bounded-text.js";
+import { type Certificate, parseCertificate } from "../../src/shared/certificates/index.js";
 import { blobOf, lineOf, TestCa } from "../helpers/ca.js";
 import { keygen } from "../helpers/sshd.js";
 
@@ -343,5 +345,21 @@ describe("cert-authority lines", () => {
       ok: false,
       reason: '127.0.0.1 is not allowed by from="10.0.0.0/8" of the cert-authority line 1',
     });
+  });
+});
+
+describe("certificate fields in records", () => {
+  test("a certificate's principals are listed at most 16, each bounded like a user name", () => {
+    const cert = {
+      keyId: "k".repeat(300),
+      serial: 1n,
+      principals: Array.from({ length: 40 }, (_, i) => `p${i}-${"x".repeat(100)}`),
+      signatureKey: Buffer.from("ca"),
+    } as unknown as Certificate;
+    const f = boundRecord(certificateFields(cert));
+    assert.equal(f.certPrincipals?.length, 17);
+    assert.equal(f.certPrincipals?.[16], "…(24 more)");
+    assert.match(f.certPrincipals?.[0] ?? "", /^p0-x{61}…\(103 chars\)$/);
+    assert.match(f.certKeyId ?? "", /^k{64}…\(300 chars\)$/);
   });
 });

@@ -15,7 +15,7 @@ export {
 } from "./certificate.js";
 export { CertChecker, type CertPolicy, DEFAULT_CA_SIGNATURE_ALGORITHMS } from "./checker.js";
 export { isKrl, type Krl, krlRevokes, parseKrl } from "./krl.js";
-export { loadRevokedKeys, parseRevokedKeys, type RevocationList } from "./revoked-keys.js";
+export { loadRevokedKeys, parseRevokedKeys, type RevocationList, revocationList } from "./revoked-keys.js";
 export {
   parseSignatureBlob,
   publicKeyObject,

@@ -81,7 +81,25 @@ function keyLineBlob(type: string, b64: string): Buffer | undefined {
   return parsed && parsed.type === type ? parsed.blob : undefined;
 }
 
-/** Reads and parses a revoked keys file; throws RevtunError naming the file and the problem. */
+/**
+ * A revoked keys file's bytes as a list, for a file given in the
+ * configuration: too large or malformed is RevtunError("CONFIG") (exit 2),
+ * naming the file.
+ */
+export function revocationList(data: Buffer, file: string): RevocationList {
+  if (data.length > MAX_REVOKED_KEYS_BYTES)
+    throw new RevtunError(
+      "CONFIG",
+      `revoked keys ${file} is ${data.length} bytes, more than the ${MAX_REVOKED_KEYS_BYTES} read`,
+    );
+  try {
+    return parseRevokedKeys(data, file);
+  } catch (err) {
+    throw new RevtunError("CONFIG", (err as Error).message, { cause: err });
+  }
+}
+
+/** Reads and parses a revoked keys file; throws RevtunError("CONFIG") naming the file and the problem. */
 export async function loadRevokedKeys(file: string): Promise<RevocationList> {
   let data: Buffer;
   try {
@@ -91,10 +109,5 @@ export async function loadRevokedKeys(file: string): Promise<RevocationList> {
       cause: err,
     });
   }
-  if (data.length > MAX_REVOKED_KEYS_BYTES)
-    throw new RevtunError(
-      "CERTIFICATE",
-      `revoked keys ${file} is ${data.length} bytes, more than the ${MAX_REVOKED_KEYS_BYTES} read`,
-    );
-  return parseRevokedKeys(data, file);
+  return revocationList(data, file);
 }
