@@ -8,7 +8,7 @@ import { join } from "node:path";
 import type { ParsedKey } from "ssh2";
 import { expandTilde } from "../shared/address.js";
 import { quote } from "../shared/bounded-text.js";
-import { type Certificate, parseCertificate } from "../shared/certificates/index.js";
+import { type Certificate, describeTime, parseCertificate } from "../shared/certificates/index.js";
 import { RevtunError } from "../shared/errors.js";
 import { fingerprintSha256, parseKeyText } from "../shared/keys.js";
 import { certificateIdentity } from "../ssh2/user-certificate.js";
@@ -69,14 +69,13 @@ async function loadIdentity(file: string, passphrase: string | undefined, explic
   return { file, key, label: `${key.type} ${fingerprintSha256(key.getPublicSSH())}` } satisfies Identity;
 }
 
-/**
- * Loads the identities to offer, in ssh's order (ssh.c
- * load_public_identity_files, sshconnect2.c pubkey_prepare): each
- * CertificateFile's certificate with the key it certifies, then the keys
- * (the named ones, else ssh's defaults that exist). Without CertificateFile,
- * a key's `-cert.pub` beside it is offered right after the key, as ssh does.
- */
+/** Loads the identities to offer: keys (loadKeys) with their certificates (withCertificates). */
 export async function loadIdentities(opts: IdentityOptions): Promise<Identity[]> {
+  return withCertificates(await loadKeys(opts), opts);
+}
+
+/** The private keys: the named ones, else ssh's defaults that exist. */
+export async function loadKeys(opts: IdentityOptions): Promise<Identity[]> {
   const explicit = opts.identityFiles.length > 0;
   const files = explicit
     ? opts.identityFiles.map((f) => expandTilde(f, opts.home))
@@ -86,6 +85,22 @@ export async function loadIdentities(opts: IdentityOptions): Promise<Identity[]>
     const id = await loadIdentity(f, opts.passphrase, explicit);
     if (id) keys.push(id);
   }
+  return keys;
+}
+
+/**
+ * The keys with their user certificates, in ssh's order (ssh.c
+ * load_public_identity_files, sshconnect2.c pubkey_prepare): each
+ * CertificateFile's certificate with the key it certifies, then the keys.
+ * Without CertificateFile, a key's `-cert.pub` beside it is offered right
+ * after the key, as ssh does. The tunnel calls this again before each
+ * reconnect, as ssh reads them for each connection: a short-lived
+ * certificate renewed on disk is used without a restart.
+ */
+export async function withCertificates(
+  keys: Identity[],
+  opts: Pick<IdentityOptions, "certificateFiles" | "home">,
+): Promise<Identity[]> {
   const certificateFiles = (opts.certificateFiles ?? []).map((f) => expandTilde(f, opts.home));
   const out: Identity[] = [];
   for (const file of certificateFiles) {
@@ -127,20 +142,23 @@ function withCertificate(id: Identity, cert: Certificate, file: string): Identit
   } catch (err) {
     throw new RevtunError("IDENTITY", `certificate file ${file}: ${(err as Error).message}`);
   }
+  const base = `${cert.type} ${fingerprintSha256(cert.publicKey)} ID ${quote(cert.keyId)} serial ${cert.serial}`;
   return {
     file,
     key,
     certificate: cert,
-    label: `${cert.type} ${fingerprintSha256(cert.publicKey)} ID ${quote(cert.keyId)} serial ${cert.serial}${expiry(cert)}`,
+    // Read when a refusal is reported, so the expiry is as of then.
+    get label() {
+      return `${base}${expiry(cert)}`;
+    },
   };
 }
 
 /** ", expired <time>" or ", not valid before <time>", for the refusal message that lists what was tried. */
 function expiry(cert: Certificate): string {
   const now = BigInt(Math.floor(Date.now() / 1000));
-  const at = (s: bigint) => new Date(Number(s) * 1000).toISOString();
-  if (now >= cert.validBefore) return `, expired ${at(cert.validBefore)}`;
-  if (now < cert.validAfter) return `, not valid before ${at(cert.validAfter)}`;
+  if (now >= cert.validBefore) return `, expired ${describeTime(cert.validBefore)}`;
+  if (now < cert.validAfter) return `, not valid before ${describeTime(cert.validAfter)}`;
   return "";
 }
 

@@ -17,7 +17,7 @@ import { Backoff } from "./backoff.js";
 import { type CertificateEvent, expiredCertificateHint, renewCertificates } from "./certificate-renewal.js";
 import { classify } from "./failures.js";
 import { type ForwardSpec, formatBind } from "./forward-spec.js";
-import { type Identity, loadIdentities } from "./identities.js";
+import { type Identity, loadKeys, withCertificates } from "./identities.js";
 import { openJumpChain } from "./jump-hosts.js";
 import { type ResolvedTunnelOptions, resolveOptions, type TunnelOptions } from "./options.js";
 import { type ConnectionInfo, Session, sessionConfig } from "./session.js";
@@ -76,7 +76,12 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
   private everUp = false;
   private expiredReported = false;
   private fatal: Error | undefined;
+  private keys: Identity[] = [];
   private identities: Identity[] = [];
+
+  private certificateOptions() {
+    return { certificateFiles: this.options.certificateFiles ?? [], home: this.options.home };
+  }
   private started = false;
   readonly options: ResolvedTunnelOptions;
   /** Resolves when the tunnel has stopped, with the error that stopped it, if any. */
@@ -108,18 +113,14 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
   async start(): Promise<this> {
     if (this.started) throw new RevtunError("USAGE", "tunnel already started: start() may be called once");
     this.started = true;
-    this.identities = await this.loadIdentities();
-    void this.run();
-    return this;
-  }
-
-  private loadIdentities(): Promise<Identity[]> {
-    return loadIdentities({
+    this.keys = await loadKeys({
       identityFiles: this.options.identityFiles ?? [],
-      certificateFiles: this.options.certificateFiles ?? [],
       passphrase: this.options.passphrase,
       home: this.options.home,
     });
+    this.identities = await withCertificates(this.keys, this.certificateOptions());
+    void this.run();
+    return this;
   }
 
   /** The files of the certificates offered (certificate-renewal.ts renews those the relay signed). */
@@ -164,6 +165,13 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
       attempt++;
       this.setState("connecting");
       this.emit("connecting", { attempt, host: this.options.host, port: this.port });
+      // Certificates are read again for each reconnect, as ssh reads them per
+      // connection; one caught mid-replacement keeps the ones read before.
+      if (attempt > 1) {
+        this.identities = await withCertificates(this.keys, this.certificateOptions()).catch(
+          () => this.identities,
+        );
+      }
       const cfg = sessionConfig(this.options, this.identities);
       let session: Session;
       try {
@@ -205,15 +213,8 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
       const renewal = renewCertificates({
         certificateFiles: this.certificateFiles(),
         open: (name) => session.openSubsystem(name),
-        report: (e) => {
-          this.emit("certificate", e);
-          // The next login presents the new certificate.
-          if (e.action === "renewed")
-            void this.loadIdentities().then(
-              (ids) => (this.identities = ids),
-              () => {},
-            );
-        },
+        // The next attempt reads the certificate files again (withCertificates), so a renewed one is used.
+        report: (e) => this.emit("certificate", e),
       });
       session.once("close", () => renewal.stop());
       const upAt = Date.now();

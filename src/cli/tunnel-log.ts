@@ -15,6 +15,11 @@ export function logTunnel(tunnel: Tunnel, log: Logger, stderr: NodeJS.WritableSt
   tunnel.on("host-key", (e) => {
     if (e.status === "recorded")
       log.warn({ event: "host-key-recorded", file: e.file }, "new host key recorded");
+    else if (e.certificate)
+      log.debug(
+        { event: "host-certificate", certificate: e.certificate, file: e.file },
+        `host certificate ${e.certificate} trusted by an @cert-authority line in ${e.file}`,
+      );
   });
   tunnel.on("certificate", (e) =>
     log[e.action === "renewed" ? "info" : e.action === "expired" ? "error" : "warn"](

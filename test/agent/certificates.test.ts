@@ -7,13 +7,17 @@
  * (src/agent/known-hosts.ts): each refusal one line and exit 255.
  */
 import assert from "node:assert/strict";
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import type net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import { parseRemoteForward } from "../../src/agent/forward-spec.js";
+import { openTunnel } from "../../src/agent/tunnel.js";
+import { loadOrCreateHostKey } from "../../src/shared/keys.js";
 import { agentArgs, Revtun, runRevtun } from "../helpers/cli.js";
 import { echoServer, type Listening, waitFor } from "../helpers/net.js";
+import { nextEvent, RelayFixture } from "../helpers/relay.js";
 import { SshCa } from "../helpers/ssh-ca.js";
 import { Sshd } from "../helpers/sshd.js";
 
@@ -125,6 +129,43 @@ describe("user certificates: the agent logs in to sshd (TrustedUserCAKeys)", () 
     await r.stop();
   });
 
+  test("with no -i, ssh's default ~/.ssh/id_ed25519 and its -cert.pub are used", async () => {
+    const myHome = join(dir, "home_default");
+    mkdirSync(join(myHome, ".ssh"), { recursive: true });
+    copyFileSync(userKeys.get("ed25519") ?? "", join(myHome, ".ssh", "id_ed25519"));
+    copyFileSync(`${userKeys.get("ed25519")}-cert.pub`, join(myHome, ".ssh", "id_ed25519-cert.pub"));
+    const r = new Revtun(agentArgs(sshd, sshd.user, echo.port), { HOME: myHome });
+    await r.waitFor(/Allocated port \d+ for remote forward/);
+    await r.stop();
+  });
+
+  test("an expired certificate: the refusal names it among what was tried, with its expiry", async () => {
+    const key = SshCa.newKey(dir, "id_expired");
+    userCa.sign(key, { principals: [sshd.user], id: "agent-expired", validity: "20200101:20200102" });
+    const r = await runRevtun(agentArgs(sshd, sshd.user, echo.port, "-i", key), 15_000, { HOME: home });
+    assert.equal(r.code, 255);
+    assert.equal(errorLines(r.stderr).length, 1, r.stderr);
+    assert.match(
+      r.stderr,
+      /permission denied for .*tried key .*id_expired \(ssh-ed25519 SHA256:\S+\), key .*id_expired-cert\.pub \(ssh-ed25519-cert-v01@openssh\.com SHA256:\S+ ID "agent-expired" serial 0, expired 2020-\S+\)/,
+    );
+  });
+
+  test("a certificate renewed on disk is used at the next reconnect, without a restart", async () => {
+    const key = SshCa.newKey(dir, "id_renewed");
+    userCa.sign(key, { principals: [sshd.user], id: "renew-1" });
+    const r = new Revtun(agentArgs(sshd, sshd.user, echo.port, "-i", key), { HOME: home });
+    try {
+      await r.waitFor(/Allocated port \d+ for remote forward/);
+      await waitFor(() => sshd.log.includes('Accepted certificate ID "renew-1"'), "renew-1 accepted", 5000);
+      userCa.sign(key, { principals: [sshd.user], id: "renew-2" });
+      sshd.killSessions();
+      await waitFor(() => sshd.log.includes('Accepted certificate ID "renew-2"'), "renew-2 accepted", 15_000);
+    } finally {
+      await r.stop();
+    }
+  });
+
   test("a CertificateFile for a key no identity file holds is one line naming both, exit 255, nothing sent", async () => {
     const r = await runRevtun(
       agentArgs(
@@ -230,4 +271,70 @@ describe("host certificates: the agent checks sshd's against @cert-authority", (
     assert.equal(errorLines(r.stderr).length, 1, r.stderr);
     assert.match(r.stderr, /: its CA is marked @revoked in .*kh_revoked:2; refusing to connect/);
   });
+});
+
+describe("the agent and the relay: a user certificate in, the relay's host certificate checked", () => {
+  const fx = new RelayFixture();
+  let relayCa: SshCa;
+  let knownHosts = "";
+  before(async () => {
+    relayCa = new SshCa(fx.dir, "relay_host_ca");
+    // The fixture makes its host key on start; make it first, to certify it.
+    const hostKey = join(fx.dir, "host_ed25519");
+    await loadOrCreateHostKey(hostKey);
+    const cert = relayCa.sign(hostKey, { host: true, principals: ["127.0.0.1"], id: "relay-1" });
+    await fx.start([`cert-authority,permitlisten="*:22" ${userCa.pub}`], {
+      hostCertificate: readFileSync(cert, "utf8"),
+    });
+    knownHosts = join(fx.dir, "kh_relay");
+    writeFileSync(knownHosts, relayCa.knownHostsLine("[127.0.0.1]:*"));
+  });
+  after(() => fx.cleanup());
+
+  for (const t of ["ed25519", "ecdsa", "rsa"]) {
+    test(`${t}: the device certificate for "device42" binds device42:22 and nothing else`, async () => {
+      const key = SshCa.newKey(fx.dir, `device_${t}`, t);
+      userCa.sign(key, { principals: ["device42"], id: `device42-${t}`, serial: 42 });
+      const opened = nextEvent(fx.relay, "session-opened", (s) => s.certKeyId === `device42-${t}`);
+      const bound = nextEvent(fx.relay, "forward-bound", (f) => f.address === "device42");
+      const tunnel = await openTunnel({
+        host: "127.0.0.1",
+        port: fx.port,
+        // Without principals= on the line, the login name must be a principal, as in sshd.
+        username: "device42",
+        identityFiles: [key],
+        home,
+        knownHostsFiles: [knownHosts],
+        strictHostKeyChecking: "yes",
+        forwards: [parseRemoteForward(`device42:22:127.0.0.1:${echo.port}`)],
+      });
+      tunnel.on("error", () => {});
+      try {
+        const [session] = await opened;
+        assert.equal(session.certSerial, "42");
+        assert.deepEqual(session.certPrincipals, ["device42"]);
+        await bound;
+      } finally {
+        await tunnel.close(0);
+      }
+      // The same certificate asking for another name is refused by the relay.
+      const refused = nextEvent(fx.relay, "forward-refused", (f) => f.address === "device43");
+      const other = await openTunnel({
+        host: "127.0.0.1",
+        port: fx.port,
+        username: "device42",
+        identityFiles: [key],
+        home,
+        knownHostsFiles: [knownHosts],
+        strictHostKeyChecking: "yes",
+        forwards: [parseRemoteForward(`device43:22:127.0.0.1:${echo.port}`)],
+      });
+      other.on("error", () => {});
+      try {
+        await refused;
+      } finally {
+        await other.close(0);
+      }
+    });
+  }
 });

@@ -10,9 +10,11 @@ import {
   knownKeyAlgorithms,
   parseKnownHosts,
   type StrictHostKeyChecking,
+  trustsHostCertificates,
 } from "../../src/agent/known-hosts.js";
 import { RevtunError } from "../../src/shared/errors.js";
 import { fingerprintSha256, parsePublicKey } from "../../src/shared/keys.js";
+import { SshCa } from "../helpers/ssh-ca.js";
 import { keygen } from "../helpers/sshd.js";
 
 interface TestKey {
@@ -538,5 +540,96 @@ describe("knownKeyAlgorithms", () => {
     ]);
     assert.deepEqual(await knownKeyAlgorithms("127.0.0.1", 22, [file]), []);
     assert.deepEqual(await knownKeyAlgorithms("127.0.0.1", 22, []), []);
+  });
+});
+
+describe("checkHostKey: host certificates (ssh-keygen -s)", () => {
+  let ca: SshCa;
+  let hostKey = "";
+  /** A certificate of hostKey; returns its blob. */
+  const cert = (o: { principals?: string[]; validity?: string; user?: boolean; id?: string }) => {
+    const file = ca.sign(hostKey, {
+      host: !o.user,
+      principals: o.principals ?? ["relay.example.net"],
+      ...(o.validity ? { validity: o.validity } : {}),
+      id: o.id ?? "relay",
+    });
+    return SshCa.blob(file);
+  };
+  const relay = (over: Partial<HostKeyCheck> & { files: string[] }) =>
+    check({ host: "relay.example.net", port: 2222, ...over });
+  const caLine = (hosts = "[relay.example.net]:*") => ca.knownHostsLine(hosts).trim();
+
+  before(() => {
+    ca = new SshCa(dir, "kh_ca");
+    hostKey = SshCa.newKey(dir, "kh_host");
+  });
+
+  test("trusted by a matching @cert-authority line: known at that line, naming the certificate", async () => {
+    const files = [knownHosts(["other.example.net ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample", caLine()])];
+    const v = await checkHostKey(relay({ files }), cert({ id: "relay-7" }));
+    assert.deepEqual(v, { status: "known", file: files[0], line: 2, certificate: 'ID "relay-7" serial 0' });
+  });
+
+  test("a user certificate presented as a host key is refused, naming the type", async () => {
+    const msg = await refusal(
+      checkHostKey(relay({ files: [knownHosts([caLine()])] }), cert({ user: true })),
+      "HOSTKEY_MISMATCH",
+    );
+    assert.match(msg, /is a user certificate; a host certificate is needed here/);
+  });
+
+  test("not yet valid, by the check's clock", async () => {
+    const blob = cert({ validity: "+1d:+2d" });
+    const msg = await refusal(
+      checkHostKey(relay({ files: [knownHosts([caLine()])] }), blob),
+      "HOSTKEY_MISMATCH",
+    );
+    assert.match(msg, /is not valid yet: valid from \S+/);
+    const tomorrow = () => new Date(Date.now() + 36 * 3600_000);
+    assert.equal(
+      (await checkHostKey(relay({ files: [knownHosts([caLine()])], clock: tomorrow }), blob)).status,
+      "known",
+    );
+  });
+
+  test("a corrupted CA signature is refused even though the CA is trusted", async () => {
+    const blob = Buffer.from(cert({}));
+    blob[blob.length - 3] = (blob[blob.length - 3] ?? 0) ^ 0xff;
+    const msg = await refusal(
+      checkHostKey(relay({ files: [knownHosts([caLine()])] }), blob),
+      "HOSTKEY_MISMATCH",
+    );
+    assert.match(msg, /CA signature that does not verify/);
+  });
+
+  test("@revoked naming the certified key refuses the certificate", async () => {
+    const files = [knownHosts([caLine(), `@revoked * ${readFileSync(`${hostKey}.pub`, "utf8").trim()}`])];
+    const msg = await refusal(checkHostKey(relay({ files }), cert({})), "HOSTKEY_REVOKED");
+    assert.match(msg, /: its key is marked @revoked in .*:2; refusing to connect/);
+  });
+
+  test("the CA line must match the host: [host]:port patterns as for any line", async () => {
+    const files = [
+      knownHosts([
+        caLine("[relay.example.net]:22"),
+        "[relay.example.net]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOnlyToHaveALine",
+      ]),
+    ];
+    // Port 2222 has no CA line: as ssh, the certified key is checked as a plain key, and is not known.
+    await refusal(checkHostKey(relay({ files }), cert({})), "HOSTKEY_MISMATCH");
+  });
+
+  test("no CA line for the host: the certified key known as a plain key is accepted, as ssh retries it", async () => {
+    const plain = readFileSync(`${hostKey}.pub`, "utf8").trim().split(" ").slice(0, 2).join(" ");
+    const files = [knownHosts([`[relay.example.net]:2222 ${plain}`])];
+    const v = await checkHostKey(relay({ files }), cert({}));
+    assert.deepEqual(v, { status: "known", file: files[0], line: 1 });
+  });
+
+  test("trustsHostCertificates: only where an @cert-authority line matches host:port", async () => {
+    const files = [knownHosts([caLine("[*.example.net]:*")])];
+    assert.equal(await trustsHostCertificates("relay.example.net", 2222, files), true);
+    assert.equal(await trustsHostCertificates("relay.example.org", 2222, files), false);
   });
 });

@@ -211,14 +211,24 @@ describe("certificate hooks against OpenSSH", () => {
   const hostKeyOf = (cert: Buffer) => parseCertificate(cert).publicKey;
 
   /** Connects an ssh2 Client to sshd; resolves with what the hostVerifier saw and whether it logged in. */
-  function login(o: { hostAlgorithm?: string; userKey: string; hooks: boolean }) {
+  function login(o: { hostAlgorithm?: string; userKey: string; hooks: boolean; rekey?: boolean }) {
     const client = new ssh2.Client();
     const key = ssh2.utils.parseKey(readFileSync(o.userKey)) as ParsedKey;
     const identity = certificateIdentity(key, SshCa.blob(`${o.userKey}-cert.pub`));
     let presented = "";
     let tried = false;
     const done = new Promise<{ presented: string; ready: boolean; error?: string }>((resolve) => {
-      client.on("ready", () => resolve({ presented, ready: true }));
+      client.on("ready", async () => {
+        if (!o.rekey) return resolve({ presented, ready: true });
+        // A second key exchange on the same connection goes through the hook too.
+        const again = once(client, "handshake");
+        (client as unknown as { _protocol: { rekey(): void } })._protocol.rekey();
+        await again;
+        // And the connection still carries requests after it.
+        client.forwardIn("127.0.0.1", 0, (err) =>
+          resolve({ presented, ready: !err, ...(err ? { error: err.message } : {}) }),
+        );
+      });
       client.on("error", (e) => resolve({ presented, ready: false, error: e.message }));
     });
     client.connect({
@@ -254,7 +264,12 @@ describe("certificate hooks against OpenSSH", () => {
   ];
   for (const [alg, type] of hostAlgorithms) {
     test(`host-certificate and user-certificate: ssh2 gets sshd's ${alg} and logs in with a ${type} user certificate`, async () => {
-      const got = await login({ hostAlgorithm: alg, userKey: userKeys.get(type) ?? "", hooks: true });
+      const got = await login({
+        hostAlgorithm: alg,
+        userKey: userKeys.get(type) ?? "",
+        hooks: true,
+        rekey: true,
+      });
       assert.equal(got.error, undefined, `handshake or login failed: ${got.error}`);
       assert.ok(got.ready, "logged in");
       assert.equal(
@@ -274,6 +289,57 @@ describe("certificate hooks against OpenSSH", () => {
     const got = await login({ userKey: userKeys.get("ecdsa") ?? "", hooks: false });
     assert.equal(got.ready, false);
     assert.match(got.error ?? "", /authentication methods failed/);
+  });
+
+  /** An ssh2 server presenting `cert` with host key `keyFile`; resolves with what an accepting ssh2 client saw. */
+  async function ssh2ToSsh2(keyFile: string, cert: string) {
+    const key = ssh2.utils.parseKey(readFileSync(keyFile)) as ParsedKey;
+    const server = new ssh2.Server(
+      { hostKeys: [...certificateHostKeys(key, SshCa.blob(cert)), { key }] },
+      (conn) => {
+        conn.on("error", () => {});
+        conn.on("authentication", (ctx) => ctx.accept());
+      },
+    );
+    presentHostCertificate(server);
+    server.listen(0, "127.0.0.1");
+    await once(server, "listening");
+    const client = new ssh2.Client();
+    let presented = "";
+    const result = new Promise<string>((resolve) => {
+      client.on("ready", () => resolve("ready"));
+      client.on("error", (e) => resolve(e.message));
+    });
+    client.connect({
+      host: "127.0.0.1",
+      port: (server.address() as AddressInfo).port,
+      username: "x",
+      readyTimeout: 5000,
+      hostVerifier: (blob: Buffer) => {
+        presented = keyTypeOf(blob);
+        return true;
+      },
+    });
+    acceptHostCertificates(client, ["ssh-ed25519-cert-v01@openssh.com"], hostKeyOf);
+    const outcome = await result;
+    client.end();
+    server.close();
+    return { outcome, presented };
+  }
+
+  test("host-certificate: an ssh2 server and an ssh2 client (the relay and the agent) agree on it", async () => {
+    const hostKey = SshCa.newKey(dir, "pair_host");
+    const got = await ssh2ToSsh2(hostKey, ca.sign(hostKey, { host: true, principals: ["x"] }));
+    assert.equal(got.outcome, "ready");
+    assert.equal(got.presented, "ssh-ed25519-cert-v01@openssh.com");
+  });
+
+  test("host-certificate: a certificate presented with another key fails the client's signature check", async () => {
+    const certified = SshCa.newKey(dir, "certified_host");
+    const cert = ca.sign(certified, { host: true, principals: ["x"] });
+    const got = await ssh2ToSsh2(SshCa.newKey(dir, "other_host"), cert);
+    assert.equal(got.presented, "ssh-ed25519-cert-v01@openssh.com");
+    assert.equal(got.outcome, "Handshake failed: signature verification failed");
   });
 
   for (const type of types) {
