@@ -23,7 +23,7 @@ import { RedisServer } from "../../helpers/redis.js";
 import { nextEvent, RelayFixture } from "../../helpers/relay.js";
 import { freePort, keygen } from "../../helpers/sshd.js";
 
-test("a fleet of two: token from A redeemed at B, one winner of a race, revoke via B closes the session on A", async () => {
+test("a fleet of two: token from A redeemed at B, one winner of a race, revoke via B closes the session on A", async (t) => {
   const redis = await RedisServer.start();
   const dir = mkdtempSync(join(tmpdir(), "revtun-fleet-enroll-"));
   const relays: Relay[] = [];
@@ -100,6 +100,9 @@ test("a fleet of two: token from A redeemed at B, one winner of a race, revoke v
       await closed;
       const ms = Date.now() - t0;
       assert.ok(ms < 5_000, `closed on A ${ms} ms after the revoke on B`);
+      t.diagnostic(
+        `session on A closed ${ms} ms after relay revoke through B (CLI, admin API, Redis pub/sub)`,
+      );
       assert.equal(await ssh.waitExit(5_000), 255);
       const refused = nextEvent(a.relay, "auth-refused", (e) => e.reason === "device42 is revoked");
       const again = f.ssh({ file: join(dir, "dev"), pub: "" }, [
