@@ -258,6 +258,10 @@ export class RelaySession {
       answer,
       (ms, fn) => this.timer(ms, fn),
       () => mean * (0.6 + Math.random() * 0.8) + this.host.penalize(this.source),
+      // An enrollment connection has done its one thing; a renewing session goes on.
+      () => {
+        if (enrolling) this.timer(1_000, () => this.close("enrollment answered"));
+      },
     );
   }
 

@@ -34,6 +34,8 @@ export function serveSubsystem(
   answer: (line: string) => Promise<{ ok: boolean }>,
   timer: (ms: number, fn: () => void) => void,
   delayRefusal: () => number,
+  /** After the answer is written (an enrollment connection is then closed). */
+  answered: () => void = () => {},
 ): void {
   const session = acceptSession();
   session.on("subsystem", (accept, reject, info) => {
@@ -50,6 +52,7 @@ export function serveSubsystem(
         stream.write(`${JSON.stringify(body)}\n`);
         stream.exit(0);
         stream.end();
+        answered();
       };
       if (ok) send();
       else timer(delayRefusal(), send);
