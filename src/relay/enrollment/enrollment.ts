@@ -112,7 +112,8 @@ export class Enrollment {
 
   async start(): Promise<void> {
     this.store.onChange(({ name }) => void this.refresh(name));
-    for (const d of await this.store.devices()) this.cache.set(d.name, d);
+    // A store that cannot answer yet (Redis down) leaves the cache empty: logins read through.
+    for (const d of await this.store.devices().catch(() => [])) this.cache.set(d.name, d);
     // Pub/sub is at most once: a relay whose Redis connection was down when a
     // revocation was published would never hear of it. Re-reading every
     // record bounds that to RESYNC_MS.

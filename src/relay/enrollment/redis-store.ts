@@ -72,9 +72,15 @@ export class RedisStore implements EnrollmentStore {
     });
   }
 
+  /**
+   * Never waits for Redis: a fleet relay starts while Redis is down (the
+   * registry reports it degraded), and ioredis subscribes again on every
+   * reconnect; what was published meanwhile is caught up by Enrollment's
+   * periodic re-read.
+   */
   static async open(target: RedisTarget, prefix = "revtun:"): Promise<RedisStore> {
     const s = new RedisStore(target, prefix);
-    await s.sub.subscribe(s.k("enroll:events"));
+    s.sub.subscribe(s.k("enroll:events")).catch(() => {});
     return s;
   }
 
