@@ -140,6 +140,13 @@ export function parseRelayArgs(
     if (typeof v !== "string" || v === "") throw new RevtunError("USAGE", `--${name} is required`);
     return v;
   };
+  /** An optional flag's file name: given, it must not be empty. */
+  const file = (name: string): string => {
+    const v = values[name];
+    if (typeof v !== "string" || v.trim() === "")
+      throw new RevtunError("USAGE", `--${name} needs a file name`);
+    return v;
+  };
   const listenText = str("listen");
   // A bare port listens everywhere, as sshd does; [host:]port otherwise.
   const listen = /^\d+$/.test(listenText.trim())
@@ -189,8 +196,8 @@ export function parseRelayArgs(
     listen,
     hostKey: str("host-key"),
     authorizedKeys: str("authorized-keys"),
-    ...(values["revoked-keys"] !== undefined ? { revokedKeys: str("revoked-keys") } : {}),
-    ...(values["host-certificate"] !== undefined ? { hostCertificate: str("host-certificate") } : {}),
+    ...(values["revoked-keys"] !== undefined ? { revokedKeys: file("revoked-keys") } : {}),
+    ...(values["host-certificate"] !== undefined ? { hostCertificate: file("host-certificate") } : {}),
     ...(metricsAt ? { metrics: metricsAt } : {}),
     ...(adminAt ? { admin: adminAt } : {}),
     ...(typeof adminTokenFile === "string" ? { adminTokenFile } : {}),

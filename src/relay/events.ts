@@ -242,7 +242,8 @@ const DESCRIBE: { [K in RelayEventName]: (...args: RelayEvents[K]) => DescribedE
   }),
   "auth-refused": (x) => ({
     level: "warn",
-    msg: `refused ${x.method} authentication for ${who(x)}: ${x.reason}${notLogged(x)}`,
+    // A certificate's refusal names it (key id, serial, CA) itself: not twice in one line.
+    msg: `refused ${x.method} authentication for ${x.reason.startsWith("certificate ") ? who({ peer: x.peer, ...(x.fingerprint ? { fingerprint: x.fingerprint } : {}) }) : who(x)}: ${x.reason}${notLogged(x)}`,
   }),
   "session-opened": (x) => ({
     level: "info",

@@ -15,6 +15,8 @@ export interface RelayState {
   forwardsBound: number;
   forwardedOpen: number;
   authorizedKeys: number;
+  /** Entries of the --revoked-keys list in force (keys, hashes, serial ranges, key ids). */
+  revokedKeys: number;
 }
 
 type Direction = "to_agent" | "from_agent";
@@ -29,6 +31,7 @@ export class RelayMetrics {
   readonly forwardRefusals: Counter<"reason">;
   readonly channelRefusals: Counter<"type">;
   readonly reloads: Counter<"result">;
+  readonly revokedReloads: Counter<"result">;
   /** Operator connections to tunnel names, by how they ended. */
   readonly tunnelConnections: Counter<"result">;
 
@@ -57,6 +60,11 @@ export class RelayMetrics {
       (s) => s.forwardedOpen,
     );
     gauge("revtun_relay_authorized_keys", "Keys loaded from authorized_keys.", (s) => s.authorizedKeys);
+    gauge(
+      "revtun_relay_revoked_keys",
+      "Entries of the --revoked-keys list in force (keys, key hashes, serial ranges, key ids).",
+      (s) => s.revokedKeys,
+    );
     this.forwardedTotal = new Counter({
       name: "revtun_relay_forwarded_connections_total",
       help: "Forwarded TCP connections spliced to an agent.",
@@ -105,6 +113,12 @@ export class RelayMetrics {
     this.reloads = new Counter({
       name: "revtun_relay_authorized_keys_reloads_total",
       help: "authorized_keys reloads, by result.",
+      labelNames: ["result"],
+      registers,
+    });
+    this.revokedReloads = new Counter({
+      name: "revtun_relay_revoked_keys_reloads_total",
+      help: "--revoked-keys loads, by result (failed: the list before stays in force).",
       labelNames: ["result"],
       registers,
     });

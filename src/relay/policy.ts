@@ -54,13 +54,14 @@ export const SUPPORTED_CRITICAL_OPTIONS = ["force-command", "source-address"];
 /**
  * Finds the cert-authority line that admits user certificate `cert` for
  * login `username` from `peerIp` at `now`, as sshd's check_authkey_line:
- * the line's key is the certificate's CA, its `from=` and `expiry-time=`
- * pass, one of the certificate's principals is in its `principals=` (or,
- * without that option, the login name is one of them); then the
- * certificate itself (CertChecker: type, CA signature, revocation,
- * validity, critical options) and its `source-address`. The key handed
- * back is the line with the certificate's limits merged in
- * (certificateOptions). A refusal is one line naming what failed.
+ * the line's key is the certificate's CA and its `from=` and
+ * `expiry-time=` pass; the certificate itself passes (CertChecker: type,
+ * CA signature, revocation, validity, critical options, and the login name
+ * among its principals when the line has no `principals=`); one of its
+ * principals is in the line's `principals=`; the peer is in its
+ * `source-address`. The key handed back is the line with the certificate's
+ * limits merged in (certificateOptions). A refusal is one line naming what
+ * failed.
  */
 export function authorizeCertificate(
   keys: readonly AuthorizedKey[],
@@ -78,6 +79,7 @@ export function authorizeCertificate(
       ...(revoked ? { isRevoked: (c: Certificate) => revoked.isRevoked(c) } : {}),
       supportedCriticalOptions: SUPPORTED_CRITICAL_OPTIONS,
       clock: () => now,
+      untrustedHint: "a cert-authority line in authorized_keys with that CA's public key would admit it",
     });
   if (lines.length === 0)
     return { ok: false, reason: refusal(() => checker(undefined).check(cert, undefined)) };
@@ -92,14 +94,15 @@ export function authorizeCertificate(
       reason = `the cert-authority line ${line.line} expired (expiry-time)`;
       continue;
     }
-    // principals= (match_principals_option): one certificate principal in the line's list.
-    if (o.principals && !cert.principals.some((p) => o.principals?.includes(p))) {
-      reason = `certificate ${quote(cert.keyId)} lists none of the principals of the cert-authority line ${line.line} (${o.principals.join(",")}); its principals are ${cert.principals.map(quote).join(", ") || "none"}`;
-      continue;
-    }
+    // The checker first: nothing the certificate says is believed before its CA signature verifies.
     const failed = refusal(() => checker(line).check(cert, o.principals ? undefined : username));
     if (failed) {
       reason = failed;
+      continue;
+    }
+    // principals= (match_principals_option): one certificate principal in the line's list.
+    if (o.principals && !cert.principals.some((p) => o.principals?.includes(p))) {
+      reason = `certificate ${quote(cert.keyId)} lists none of the principals of the cert-authority line ${line.line} (${o.principals.join(",")}); its principals are ${cert.principals.map(quote).join(", ") || "none"}`;
       continue;
     }
     const from = cert.criticalOptions.get("source-address");

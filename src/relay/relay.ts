@@ -114,6 +114,7 @@ export class Relay extends EventEmitter<RelayEvents> {
         forwardsBound: this.bindings.size,
         forwardedOpen: [...this.sessions].reduce((n, s) => n + s.forwardedCount, 0),
         authorizedKeys: this.keys.keys.length,
+        revokedKeys: this.revoked?.size ?? 0,
       }),
       options.registry,
     );
@@ -232,11 +233,18 @@ export class Relay extends EventEmitter<RelayEvents> {
         },
         (conn, info) => this.onSshConnection(conn, info.ip, info.port),
       );
-      if (this.options.hostCertificate !== undefined && !presentHostCertificate(this.ssh))
-        throw new Error("ssh2's key exchange internals are gone: --host-certificate cannot be presented");
     } catch (err) {
       this.state = "closed";
       throw new RevtunError("CONFIG", `relay host key unusable: ${(err as Error).message}`, { cause: err });
+    }
+    // The kex hook (src/ssh2/host-certificate.ts): without it a client that
+    // picked the certificate algorithm would fail the handshake.
+    if (this.options.hostCertificate !== undefined && !presentHostCertificate(this.ssh)) {
+      this.state = "closed";
+      throw new RevtunError(
+        "CONFIG",
+        "the host certificate cannot be presented: the installed ssh2 lacks the key exchange internals revtun's hook needs (ssh2 1.17.0 is pinned)",
+      );
     }
     this.ssh.on("error", () => {});
     const tcp = net.createServer({ noDelay: true }, (socket) => this.onSocket(socket));
@@ -387,11 +395,13 @@ export class Relay extends EventEmitter<RelayEvents> {
       list = revocationList(data, file);
     } catch (err) {
       if (startup) throw err;
+      this.metrics.revokedReloads.inc({ result: "failed" });
       this.emit("revoked-keys-reload-failed", { file, error: (err as Error).message });
       return false;
     }
     this.revoked = list;
     this.revokedDigest = digest(data);
+    this.metrics.revokedReloads.inc({ result: "ok" });
     this.emit("revoked-keys-loaded", { file, kind: list.kind, entries: list.size, reason });
     return true;
   }

@@ -24,6 +24,8 @@ describe("revtun relay flags", () => {
       [["--listen", "2222", "--max-channels", "many", ...base], /bad --max-channels "many"/],
       [["--listen", "2222", "--bogus", ...base], /--bogus/],
       [["--listen", "2222", "--authorized-keys", "/a"], /--host-key is required/],
+      [["--listen", "2222", "--revoked-keys", "", ...base], /--revoked-keys needs a file name/],
+      [["--listen", "2222", "--host-certificate", " ", ...base], /--host-certificate needs a file name/],
     ];
     for (const [argv, re] of cases) {
       const r = await runInProcess(relayCommand, argv);

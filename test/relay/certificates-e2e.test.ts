@@ -194,21 +194,24 @@ describe("user certificates at the relay, with stock ssh", () => {
     const caFp = fingerprintSha256(blobOf(`${strangerCa}.pub`));
     assert.equal(
       record.reason,
-      `certificate "stranger" (serial 0, CA ${caFp}) is signed by a CA that is not trusted here (${caFp})`,
+      `certificate "stranger" (serial 0, CA ${caFp}) is signed by a CA that is not trusted here (${caFp}); a cert-authority line in authorized_keys with that CA's public key would admit it`,
     );
   });
 
-  test("a host certificate is refused as a user certificate", async () => {
-    // Stock ssh will not offer a host certificate as a user identity; ssh2 with revtun's hook will.
-    const key = certified(fleetCa, { id: "a-host", principals: ["device42"], host: true });
-    const refusal = nextEvent(fx.relay, "auth-refused", (x) => x.certKeyId === "a-host");
+  /**
+   * Logs in with ssh2 and revtun's certificate hook, presenting `cert` (any
+   * bytes) for `keyFile`: stock ssh will not send a host certificate, nor one
+   * whose CA signature fails (it checks its own certificate on loading).
+   */
+  async function ssh2Login(keyFile: string, cert: Buffer, id: string) {
+    const refusal = nextEvent(fx.relay, "auth-refused", (x) => x.certKeyId === id);
     const client = new ssh2.Client();
     const ended = new Promise<string>((resolve) => {
       client.on("ready", () => resolve("ready"));
       client.on("error", (e) => resolve(e.message));
     });
-    const plain = ssh2.utils.parseKey(readFileSync(key.file)) as ParsedKey;
-    const identity = certificateIdentity(plain, blobOf(`${key.file}-cert.pub`));
+    const plain = ssh2.utils.parseKey(readFileSync(keyFile)) as ParsedKey;
+    const identity = certificateIdentity(plain, cert);
     let tried = false;
     client.connect({
       host: "127.0.0.1",
@@ -225,10 +228,70 @@ describe("user certificates at the relay, with stock ssh", () => {
     const [record] = await refusal;
     assert.match(await ended, /All configured authentication methods failed/);
     client.end();
+    return record;
+  }
+
+  test("ssh2 with revtun's certificate hook logs in with ed25519, ECDSA and RSA certificates", async () => {
+    for (const kind of ["ed25519", "ecdsa256", "rsa"] as const) {
+      const key = certified(
+        fleetCa,
+        { id: `hook-${kind}`, principals: ["device42"], validity: "-5m:+1h" },
+        kind,
+      );
+      const opened = nextEvent(fx.relay, "session-opened", (x) => x.certKeyId === `hook-${kind}`);
+      const client = new ssh2.Client();
+      const ready = new Promise<string>((resolve) => {
+        client.on("ready", () => resolve("ready"));
+        client.on("error", (e) => resolve(e.message));
+      });
+      const plain = ssh2.utils.parseKey(readFileSync(key.file)) as ParsedKey;
+      client.connect({
+        host: "127.0.0.1",
+        port: fx.port,
+        username: "device42",
+        hostVerifier: () => true,
+        authHandler: [
+          {
+            type: "publickey",
+            username: "device42",
+            key: certificateIdentity(plain, blobOf(`${key.file}-cert.pub`)),
+          },
+        ] as unknown as ssh2.AuthenticationType[],
+      });
+      assert.ok(signWithCertificates(client));
+      try {
+        assert.equal(await ready, "ready", kind);
+        await opened;
+      } finally {
+        client.end();
+      }
+    }
+  });
+
+  test("a host certificate is refused as a user certificate", async () => {
+    const key = certified(fleetCa, { id: "a-host", principals: ["device42"], host: true });
+    const record = await ssh2Login(key.file, blobOf(`${key.file}-cert.pub`), "a-host");
     assert.match(
       record.reason,
       /^certificate "a-host" .* is a host certificate; a user certificate is needed here/,
     );
+  });
+
+  test("a certificate with a corrupted CA signature, or a changed principal, is refused", async () => {
+    const key = certified(fleetCa, { id: "forged", principals: ["device4x"] });
+    const cert = blobOf(`${key.file}-cert.pub`);
+    const flipped = Buffer.from(cert);
+    flipped[flipped.length - 1] = (flipped[flipped.length - 1] as number) ^ 1;
+    const bad = await ssh2Login(key.file, flipped, "forged");
+    assert.match(
+      bad.reason,
+      /^certificate "forged" .* has a CA signature that does not verify \(corrupted or forged\)$/,
+    );
+    // A device that edits its own principal (device4x -> device42) to claim another name.
+    const edited = Buffer.from(cert.toString("latin1").replace("device4x", "device42"), "latin1");
+    const forged = await ssh2Login(key.file, edited, "forged");
+    assert.deepEqual(forged.certPrincipals, ["device42"]);
+    assert.match(forged.reason, /has a CA signature that does not verify/);
   });
 
   test("a certificate with an unknown critical option is refused", async () => {
@@ -242,7 +305,10 @@ describe("user certificates at the relay, with stock ssh", () => {
       record.reason,
       /has critical option "no-such-option", which is not supported here \(supported: force-command, source-address\); sign it again without -O no-such-option$/,
     );
-    assert.match(line, /^refused publickey authentication for SHA256:\S+ \(certificate "odd" serial 0/);
+    assert.match(
+      line,
+      /^refused publickey authentication for SHA256:\S+ from 127\.0\.0\.1:\d+: certificate "odd" \(serial 0, CA SHA256:\S+\) has critical option "no-such-option"/,
+    );
   });
 
   test("a source-address the peer is not in is refused; one it is in is accepted", async () => {

@@ -8,10 +8,12 @@ import assert from "node:assert/strict";
 import { readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import ssh2, { type ParsedKey } from "ssh2";
 import { Relay } from "../../src/relay/index.js";
 import { RevtunError } from "../../src/shared/errors.js";
 import { loadOrCreateHostKey } from "../../src/shared/keys.js";
-import { lineOf, TestCa } from "../helpers/ca.js";
+import { certificateIdentity, signWithCertificates } from "../../src/ssh2/user-certificate.js";
+import { blobOf, lineOf, TestCa } from "../helpers/ca.js";
 import { connect } from "../helpers/fleet.js";
 import { type Key, nextEvent, RelayFixture } from "../helpers/relay.js";
 
@@ -122,11 +124,66 @@ describe("--revoked-keys at the relay", () => {
     writeFileSync(`${revoked}.tmp`, "SSHKRL\n\0garbage");
     renameSync(`${revoked}.tmp`, revoked);
     const [f] = await failed;
+    const metrics = await fx.relay.registry.metrics();
+    assert.match(metrics, /revtun_relay_revoked_keys_reloads_total\{result="failed"\} 1/);
+    // The list before stays in force, and is what the gauge counts: serial 1000, key id, key.
+    assert.match(metrics, /\nrevtun_relay_revoked_keys 3\n/);
     assert.match(f.error, /revoked.krl: KRL format version \d+ is not 1$/);
     const key = certified({ id: "dev-1000-again", serial: 1000 });
     const refusal = nextEvent(fx.relay, "auth-refused", (x) => x.certKeyId === "dev-1000-again");
     fx.ssh(key, ["-N", "-l", "device42"]);
     assert.match((await refusal)[0].reason, /is revoked \(serial 1000/);
+  });
+
+  test("a reload also closes a certificate session whose certificate has expired since login", async () => {
+    let clock = Date.now();
+    const hostKey = await loadOrCreateHostKey(join(fx.dir, "host_ed25519"));
+    const relay = new Relay({
+      listen: { host: "127.0.0.1", port: 0 },
+      hostKey: hostKey.privateKey,
+      authorizedKeysFile: fx.authorizedKeys,
+      watchAuthorizedKeys: false,
+      now: () => new Date(clock),
+    });
+    const { port } = await relay.start();
+    try {
+      const key = ca.key("ed25519");
+      ca.sign(fleetCa, key, { id: "short", principals: ["device42"], validity: "-5m:+1h" });
+      const client = new ssh2.Client();
+      const ready = new Promise<void>((resolve, reject) => {
+        client.once("ready", () => resolve());
+        client.once("error", reject);
+      });
+      const ended = new Promise<void>((resolve) => client.once("end", () => resolve()));
+      client.connect({
+        host: "127.0.0.1",
+        port,
+        username: "device42",
+        hostVerifier: () => true,
+        authHandler: [
+          {
+            type: "publickey",
+            username: "device42",
+            key: certificateIdentity(
+              ssh2.utils.parseKey(readFileSync(key)) as ParsedKey,
+              blobOf(`${key}-cert.pub`),
+            ),
+          },
+        ] as unknown as ssh2.AuthenticationType[],
+      });
+      assert.ok(signWithCertificates(client));
+      await ready;
+      const closed = nextEvent(relay, "session-closed", (x) => x.certKeyId === "short");
+      clock += 2 * 3600_000;
+      await relay.reloadAuthorizedKeys("SIGHUP");
+      assert.match(
+        (await closed)[0].reason,
+        /^certificate no longer authorized \(certificate "short" .* expired at /,
+      );
+      await ended;
+    } finally {
+      await relay.close();
+    }
   });
 
   test("a plain key list works too, and an unreadable file stops the relay at start (CONFIG, one line)", async () => {

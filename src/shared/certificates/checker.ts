@@ -48,6 +48,8 @@ export interface CertPolicy {
    * host (require_principal 0); TrustedUserCAKeys is the exception.
    */
   requirePrincipal?: boolean;
+  /** What to do about an untrusted CA, appended to that refusal (the relay: which line admits one). */
+  untrustedHint?: string;
 }
 
 /** sshd's default CASignatureAlgorithms, less the security-key types this module does not read. */
@@ -79,7 +81,9 @@ export class CertChecker {
         `is a ${cert.certType} certificate; a ${p.certType} certificate is needed here (ssh-keygen -s${p.certType === "host" ? " -h" : " without -h"})`,
       );
     if (!p.isAuthority(cert.signatureKey))
-      fail(`is signed by a CA that is not trusted here (${fingerprintSha256(cert.signatureKey)})`);
+      fail(
+        `is signed by a CA that is not trusted here (${fingerprintSha256(cert.signatureKey)})${p.untrustedHint ? `; ${p.untrustedHint}` : ""}`,
+      );
     const algorithm = certificateSignatureAlgorithm(cert);
     const allowed = p.caSignatureAlgorithms ?? DEFAULT_CA_SIGNATURE_ALGORITHMS;
     if (!allowed.includes(algorithm))

@@ -59,9 +59,14 @@ export class WireReader {
     return v;
   }
 
-  /** A string that must be text: bytes outside UTF-8 are refused, as names and key ids are text. */
+  /**
+   * A string that must be text: bytes outside UTF-8 are refused, as names
+   * and key ids are text, and so is NUL, as OpenSSH's sshbuf_get_cstring
+   * does ("device42\0x" must not pass for one name and print as another).
+   */
   text(field: string): string {
     const bytes = this.string(field);
+    if (bytes.includes(0)) throw new RevtunError("CERTIFICATE", `${this.what}: ${field} contains a NUL byte`);
     const s = bytes.toString("utf8");
     if (!Buffer.from(s, "utf8").equals(bytes))
       throw new RevtunError("CERTIFICATE", `${this.what}: ${field} is not valid UTF-8`);

@@ -92,5 +92,11 @@ describe("parseCertificate on ssh-keygen -s output", () => {
       () => parseCertificate(Buffer.concat([blob, Buffer.from([0])])),
       /1 unexpected trailing bytes/,
     );
+    // A NUL inside a principal (same length, so only the byte changes), as OpenSSH refuses it.
+    const nul = Buffer.from(blob);
+    const principals = blob.indexOf(Buffer.from([0, 0, 0, 5, 0, 0, 0, 1, 0x61]));
+    assert.ok(principals > 0, "the principals field of [a]");
+    nul[principals + 8] = 0;
+    assert.throws(() => parseCertificate(nul), /certificate principals: principal contains a NUL byte/);
   });
 });
