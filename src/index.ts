@@ -9,6 +9,8 @@
  * The library never prints, never exits the process and never reads argv or
  * the environment: the CLI in `src/cli/` does that.
  */
+export type { CertificateEvent } from "./agent/certificate-renewal.js";
+export { type EnrollOptions, type EnrollResult, enroll } from "./agent/enrollment.js";
 export { type BindSpec, type ForwardSpec, parseRemoteForward } from "./agent/forward-spec.js";
 export type { StrictHostKeyChecking } from "./agent/known-hosts.js";
 export {

@@ -22,14 +22,14 @@ describe("package exports", () => {
   test("revtun exports the agent API and nothing internal", () => {
     assert.equal(
       importInChild("revtun"),
-      "DEFAULT_TUNNEL_OPTIONS,RevtunError,Tunnel,isPermanent,openTunnel,parseRemoteForward",
+      "DEFAULT_TUNNEL_OPTIONS,RevtunError,Tunnel,enroll,isPermanent,openTunnel,parseRemoteForward",
     );
   });
 
   test("revtun/relay exports the relay API", () => {
     assert.equal(
       importInChild("revtun/relay"),
-      "DEFAULT_LIMITS,RELAY_EVENT_NAMES,Relay,RevtunError,describeRelayEvent",
+      "DEFAULT_CERT_VALIDITY_MS,DEFAULT_LIMITS,RELAY_EVENT_NAMES,RedisStore,Relay,RevtunError,StateDirStore,describeRelayEvent,loadCertificateAuthority",
     );
   });
 

@@ -273,6 +273,13 @@ export class Session extends EventEmitter<SessionEvents> {
   }
 
   /** Asks the server to listen for one forward; resolves with the bound port (undefined for a socket). */
+  /** A subsystem channel on the live session (certificate-renewal.ts's renew@revtun). */
+  openSubsystem(name: string): Promise<ssh2.ClientChannel> {
+    return new Promise((resolve, reject) =>
+      this.client.subsys(name, (err, channel) => (err ? reject(err) : resolve(channel))),
+    );
+  }
+
   async bind(forward: ForwardSpec): Promise<number | undefined> {
     if (!this.isReady) throw new Error("session is not connected");
     const listener = this.table.add(forward);

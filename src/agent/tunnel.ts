@@ -14,6 +14,7 @@ import { formatEndpoint } from "../shared/address.js";
 import { type FailureReason, isPermanent, RevtunError } from "../shared/errors.js";
 import type { HookStatus } from "../ssh2/hooks.js";
 import { Backoff } from "./backoff.js";
+import { type CertificateEvent, expiredCertificateHint, renewCertificates } from "./certificate-renewal.js";
 import { classify } from "./failures.js";
 import { type ForwardSpec, formatBind } from "./forward-spec.js";
 import { type Identity, loadKeys, withCertificates } from "./identities.js";
@@ -60,6 +61,8 @@ export interface TunnelEvents {
   retrying: [{ delayMs: number; attempt: number }];
   error: [Error];
   stopped: [{ error: Error | undefined }];
+  /** A certificate the relay signed was renewed, could not be, or has expired (certificate-renewal.ts). */
+  certificate: [CertificateEvent];
 }
 
 export class Tunnel extends EventEmitter<TunnelEvents> {
@@ -71,6 +74,7 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
   private readonly forwardTimers = new Set<NodeJS.Timeout>();
   private readonly stop = new AbortController();
   private everUp = false;
+  private expiredReported = false;
   private fatal: Error | undefined;
   private keys: Identity[] = [];
   private identities: Identity[] = [];
@@ -117,6 +121,11 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
     this.identities = await withCertificates(this.keys, this.certificateOptions());
     void this.run();
     return this;
+  }
+
+  /** The files of the certificates offered (certificate-renewal.ts renews those the relay signed). */
+  private certificateFiles(): string[] {
+    return this.identities.filter((i) => i.certificate).map((i) => i.file);
   }
 
   status(): TunnelStatus {
@@ -178,6 +187,15 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
         this.lastError = err.message;
         const reason = classify(err);
         if (signal.aborted) break;
+        // An enrolled device offline past its certificate's expiry: one line on how to enroll again.
+        const hint =
+          err instanceof RevtunError && err.code === "AUTH" && !this.expiredReported
+            ? await expiredCertificateHint(this.certificateFiles())
+            : undefined;
+        if (hint) {
+          this.expiredReported = true;
+          this.emit("certificate", { action: "expired", file: "", message: hint });
+        }
         if (isPermanent(err) || (err instanceof RevtunError && err.code === "AUTH" && !this.everUp)) {
           this.finish(err);
           return;
@@ -192,6 +210,13 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
       }
       this.everUp = true;
       this.setState("up");
+      const renewal = renewCertificates({
+        certificateFiles: this.certificateFiles(),
+        open: (name) => session.openSubsystem(name),
+        // The next attempt reads the certificate files again (withCertificates), so a renewed one is used.
+        report: (e) => this.emit("certificate", e),
+      });
+      session.once("close", () => renewal.stop());
       const upAt = Date.now();
       const closed = new Promise<{ reason: FailureReason; error: Error | undefined }>((resolve) =>
         session.once("close", resolve),

@@ -7,8 +7,12 @@ export const RELAY_SYNOPSIS = `revtun relay --listen [host:]port --host-key FILE
                     [--gateway-ports] [--max-channels N] [--log-format text|json] [-v]
                     [--fleet redis://host:port[/db] --fleet-key FILE [--fleet-name NAME]
                      [--fleet-password-file FILE] [--relay-id ID] [--advertise host:port]
-                     [--workers N]]
-       revtun relay status [--json] [--admin host:port] [--admin-token-file FILE]`;
+                     [--workers N]] [--ca-key FILE [--state-dir DIR]
+                     [--cert-validity DURATION]]
+       revtun relay status [--json] [--admin host:port] [--admin-token-file FILE]
+       revtun relay token --name NAME [--ttl DURATION] [--admin host:port] [--admin-token-file FILE]
+       revtun relay revoke NAME [--admin host:port] [--admin-token-file FILE]
+       revtun relay devices [--json] [--admin host:port] [--admin-token-file FILE]`;
 
 export const HELP = `usage: revtun [-N] [-v] [-q] [-p port] [-l login] [-i identity_file]... [-c ciphers]
               [-o Option=value]... [-F configfile] [-J [user@]host[:port][,...]]
@@ -17,6 +21,7 @@ export const HELP = `usage: revtun [-N] [-v] [-q] [-p port] [-l login] [-i ident
               -R spec... [user@]host
        revtun --config tunnels.yaml [--metrics [host:]port] [--log-format text|json]
        ${RELAY_SYNOPSIS}
+       revtun enroll --token-file FILE [-i identity] [--host-key FILE.pub]... [-p port] [user@]host
        revtun demo
        revtun --help | --version
        revtun relay --help

@@ -13,6 +13,10 @@ export async function main(argv: string[], io: Io = processIo()): Promise<number
       const { demoCommand } = await import("./demo-command.js");
       return await demoCommand(argv.slice(1), io);
     }
+    if (sub === "enroll") {
+      const { enrollCommand } = await import("./enroll-command.js");
+      return await enrollCommand(argv.slice(1), io);
+    }
     if (sub === "relay") {
       const { relayCommand } = await import("./relay-command.js");
       return await relayCommand(argv.slice(1), io);

@@ -9,6 +9,7 @@
 import { readFile } from "node:fs/promises";
 import type { ParseArgsConfig } from "node:util";
 import { type AdminServer, isLoopback, startAdminServer } from "../relay/admin/admin-server.js";
+import { loadCertificateAuthority } from "../relay/enrollment/certificate-authority.js";
 import {
   describeRelayEvent,
   RELAY_EVENT_NAMES,
@@ -32,6 +33,13 @@ import { RELAY_SYNOPSIS } from "./help.js";
 import { parseLongOptions } from "./long-options.js";
 import { startMetrics } from "./metrics-endpoint.js";
 import { exitCodeFor, type Io, onSignals, readSecret } from "./process.js";
+import {
+  ENROLLMENT_FLAGS,
+  ENROLLMENT_USAGE,
+  type EnrollmentArgs,
+  openEnrollment,
+  parseEnrollmentArgs,
+} from "./relay-enrollment-args.js";
 import { type FleetArgs, fleetAuthHint, fleetPassword, parseFleetArgs } from "./relay-fleet-args.js";
 import {
   checkWorkerPorts,
@@ -72,7 +80,7 @@ export const RELAY_USAGE = `usage: ${RELAY_SYNOPSIS}
   --workers N              run N relay processes sharing the port, each a fleet member
                            <relay-id>-w<index> with its own peer port on the --advertise host;
                            worker i serves --admin and --metrics on port + i (needs --fleet)
-  --log-format text|json   log line format (default text)
+${ENROLLMENT_USAGE}  --log-format text|json   log line format (default text)
   -v, --verbose            debug logging (every forwarded connection, ignored key options)
   -h, --help               this text
 `;
@@ -97,6 +105,7 @@ export const RELAY_OPTIONS = {
   "relay-id": { type: "string" },
   advertise: { type: "string" },
   workers: { type: "string" },
+  ...ENROLLMENT_FLAGS,
   verbose: { type: "boolean", short: "v", multiple: true },
   help: { type: "boolean", short: "h" },
 } as const satisfies ParseArgsConfig["options"];
@@ -116,6 +125,7 @@ interface RelayArgs {
   verbose: boolean;
   fleet?: FleetArgs;
   workers: number;
+  enrollment?: EnrollmentArgs;
 }
 
 /** Parses argv; throws RevtunError("USAGE") naming the bad value. Returns "help" for -h. */
@@ -159,6 +169,7 @@ export function parseRelayArgs(
       throw new RevtunError("USAGE", `bad --max-channels ${quote(maxChannelsText)}: expected 1 to 100000`);
   }
   const fleet = parseFleetArgs(values, listen, env);
+  const enrollment = parseEnrollmentArgs(values, fleet !== undefined);
   const workersText = values.workers;
   let workers = 1;
   if (typeof workersText === "string") {
@@ -196,6 +207,7 @@ export function parseRelayArgs(
     verbose: Array.isArray(values.verbose) && values.verbose.length > 0,
     ...(fleet ? { fleet } : {}),
     workers,
+    ...(enrollment ? { enrollment } : {}),
   };
 }
 
@@ -285,6 +297,15 @@ export async function relayCommand(
     const { relayStatusCommand } = await import("./relay-status-command.js");
     return relayStatusCommand(argv.slice(1), { env: {}, ...io });
   }
+  // Enrollment (docs/enrollment.md): each its own file, talking to the admin API.
+  const enrollmentCommands = {
+    token: async () => (await import("./relay-token-command.js")).relayTokenCommand,
+    revoke: async () => (await import("./relay-revoke-command.js")).relayRevokeCommand,
+    devices: async () => (await import("./relay-devices-command.js")).relayDevicesCommand,
+  };
+  const sub = argv[0] as keyof typeof enrollmentCommands;
+  if (Object.hasOwn(enrollmentCommands, sub))
+    return (await enrollmentCommands[sub]())(argv.slice(1), { env: {}, ...io });
   let args: RelayArgs | "help";
   try {
     args = parseRelayArgs(argv, io.env ?? {});
@@ -346,6 +367,15 @@ export async function relayCommand(
       return exitCodeFor(err);
     }
   }
+  // The CA key is checked before anything starts, as the fleet key is: one line and exit 2.
+  if (args.enrollment) {
+    try {
+      await loadCertificateAuthority(args.enrollment.caKeyFile);
+    } catch (err) {
+      io.stderr.write(`revtun relay: ${(err as Error).message}\n`);
+      return exitCodeFor(err);
+    }
+  }
   if (primary) {
     // Here, not in each worker: N workers generating a missing key at once would each use a different one.
     try {
@@ -404,7 +434,19 @@ export async function relayCommand(
       { event: "host-key", fingerprint: hostKey.fingerprint, file: args.hostKey, generated: hostKey.created },
       `host key ${hostKey.fingerprint}${made}`,
     );
+    const enrollment = args.enrollment
+      ? await openEnrollment(
+          args.enrollment,
+          args.fleet
+            ? {
+                redis: { ...args.fleet.redis, ...(password !== undefined ? { password } : {}) },
+                prefix: args.fleet.prefix,
+              }
+            : undefined,
+        )
+      : undefined;
     const r = new Relay({
+      ...(enrollment ? { enrollment } : {}),
       listen: args.listen,
       hostKey: hostKey.privateKey,
       authorizedKeysFile: args.authorizedKeys,

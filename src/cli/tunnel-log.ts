@@ -21,6 +21,12 @@ export function logTunnel(tunnel: Tunnel, log: Logger, stderr: NodeJS.WritableSt
         `host certificate ${e.certificate} trusted by an @cert-authority line in ${e.file}`,
       );
   });
+  tunnel.on("certificate", (e) =>
+    log[e.action === "renewed" ? "info" : e.action === "expired" ? "error" : "warn"](
+      { event: `certificate-${e.action}`, file: e.file },
+      e.message,
+    ),
+  );
   let hooksReported = false;
   tunnel.on("connected", (e) => {
     log.info(

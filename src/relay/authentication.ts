@@ -17,6 +17,8 @@ import {
 import { sshString } from "../shared/certificates/wire.js";
 import { fingerprintSha256, keyTypeOf, parseKeyText } from "../shared/keys.js";
 import type { AuthorizedKey } from "./authorized-keys.js";
+import { certificateLogin, ENROLL_USER } from "./enrollment/certificate-login.js";
+import type { Enrollment } from "./enrollment/enrollment.js";
 import type { RelayEvents } from "./events.js";
 import { type CertificateFields, certificateFields } from "./events.js";
 import type { RelayMetrics } from "./metrics.js";
@@ -38,6 +40,8 @@ export interface AuthHost {
   /** Takes back `failures` failures of `source`: they were a client trying its keys before the right one. */
   forgive(source: string, failures: number): void;
   emit<K extends keyof RelayEvents>(event: K, ...args: RelayEvents[K]): boolean;
+  /** With --ca-key: enrollment logins and certificates this relay signed. */
+  readonly enrollment?: Enrollment | undefined;
 }
 
 /** What authentication needs of its session. */
@@ -60,12 +64,16 @@ export interface Authenticated {
   certificate?: Certificate;
   /** The login name as sent (a certificate's principal is checked against it again at reloads). */
   username: string;
+  /** The device name, when the key was a certificate this relay's CA signed (enrollment). */
+  enrolledName?: string;
 }
 
 export class SessionAuthentication {
   private failures = 0;
   /** Set once a key has been accepted. */
   accepted: Authenticated | undefined;
+  /** Set when the client logged in to enroll (docs/enrollment.md): it stays unauthenticated. */
+  enrolling = false;
 
   constructor(
     private readonly host: AuthHost,
@@ -74,6 +82,12 @@ export class SessionAuthentication {
 
   handle(ctx: AuthContext): void {
     if (ctx.method === "none") {
+      if (this.host.enrollment && ctx.username === ENROLL_USER) {
+        // Enrollment: the token is the credential, sent inside the session (enrollment-channel.ts).
+        this.enrolling = true;
+        ctx.accept();
+        return;
+      }
       // The probe every client starts with; answering it lists the methods.
       ctx.reject(["publickey"]);
       return;
@@ -86,6 +100,11 @@ export class SessionAuthentication {
   }
 
   private publicKey(ctx: PublicKeyAuthContext): void {
+    const enrollment = this.host.enrollment;
+    if (enrollment?.owns(ctx.key.algo, ctx.key.data)) {
+      void this.enrolledDevice(ctx, enrollment);
+      return;
+    }
     if (isCertificateType(keyTypeOf(ctx.key.data))) {
       this.certificate(ctx);
       return;
@@ -192,6 +211,16 @@ export class SessionAuthentication {
       { key: decision.key, blob: ctx.key.data, fingerprint, certificate: cert, username: ctx.username },
       fields,
     );
+  }
+
+  /** A certificate this relay's CA signed (enrollment/certificate-login.ts). */
+  private async enrolledDevice(ctx: PublicKeyAuthContext, enrollment: Enrollment): Promise<void> {
+    const login = await certificateLogin(enrollment, ctx);
+    if (!login.ok) return this.refuse(ctx, login.reason, login.fingerprint);
+    if (!login.signed) return ctx.accept();
+    const { key, fingerprint, name, cert } = login;
+    const accepted = { key, blob: ctx.key.data, fingerprint, certificate: cert, username: ctx.username };
+    this.admit(ctx, { ...accepted, enrolledName: name }, certificateFields(cert));
   }
 
   /** The per-key session limit, then acceptance. */

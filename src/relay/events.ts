@@ -7,6 +7,7 @@ import { formatBindAddress as hostPort } from "../shared/address.js";
 import { quote } from "../shared/bounded-text.js";
 import type { Certificate } from "../shared/certificates/index.js";
 import { fingerprintSha256 } from "../shared/keys.js";
+import type { EnrollmentRecord } from "./enrollment/enrollment.js";
 
 /**
  * A user certificate as records name it, beside the key's fingerprint
@@ -68,6 +69,8 @@ export interface ForwardInfo extends SessionRef {
 }
 
 export interface RelayEvents {
+  /** Enrollment (docs/enrollment.md): never carries a token. */
+  enrollment: [EnrollmentRecord];
   /** `fleetAddress`: where fleet peers are told to dial this relay, when in a fleet. */
   listening: [{ host: string; port: number; fleetAddress?: string }];
   closed: [];
@@ -204,6 +207,10 @@ const DESCRIBE: { [K in RelayEventName]: (...args: RelayEvents[K]) => DescribedE
     msg: `relay listening on ${hostPort(x.host, x.port)}${x.fleetAddress ? `; fleet peers dial ${x.fleetAddress}` : ""}`,
   }),
   closed: () => ({ level: "info", msg: "relay closed" }),
+  enrollment: (x) => ({
+    level: x.action === "refused" || x.action === "renewal-refused" ? "warn" : "info",
+    msg: `enrollment: ${x.action} ${x.name}${x.peer ? ` from ${x.peer}` : ""}${x.fingerprint ? ` key ${x.fingerprint}` : ""}${x.serial ? ` serial ${x.serial}` : ""}${x.reason ? `: ${x.reason}` : ""}`,
+  }),
   "keys-loaded": (x) => ({
     level: "info",
     msg: `loaded ${x.keys} key(s) from ${x.file}${x.problems ? `, ${x.problems} line(s) skipped` : ""} (${x.reason})`,

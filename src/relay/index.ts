@@ -7,6 +7,16 @@
  */
 export { type ErrorCode, RevtunError } from "../shared/errors.js";
 export type { ReleaseReason } from "./bindings.js";
+export { type CertificateAuthority, loadCertificateAuthority } from "./enrollment/certificate-authority.js";
+export {
+  DEFAULT_CERT_VALIDITY_MS,
+  type Enrollment,
+  type EnrollmentOptions,
+  type EnrollmentRecord,
+} from "./enrollment/enrollment.js";
+export { RedisStore } from "./enrollment/redis-store.js";
+export { StateDirStore } from "./enrollment/state-dir-store.js";
+export type { DeviceRecord, EnrollmentStore } from "./enrollment/store.js";
 export {
   type DescribedEvent,
   describeRelayEvent,

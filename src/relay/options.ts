@@ -4,6 +4,7 @@
  */
 import type { Registry } from "prom-client";
 import { RevtunError } from "../shared/errors.js";
+import type { EnrollmentOptions } from "./enrollment/enrollment.js";
 import type { FleetKey } from "./fleet/fleet-key.js";
 import { type FleetTimings, fleetTimings, type RedisTarget } from "./fleet/fleet-options.js";
 
@@ -161,6 +162,8 @@ export interface RelayOptions {
   now?: () => Date;
   /** Join a fleet of relays sharing tunnel names through Redis. */
   fleet?: RelayFleetOptions;
+  /** Be the fleet's certificate authority for enrolled devices (docs/enrollment.md). */
+  enrollment?: EnrollmentOptions;
 }
 
 export const DEFAULT_LIMITS: RelayLimits = {

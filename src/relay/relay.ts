@@ -21,12 +21,13 @@ import { formatEndpoint } from "../shared/address.js";
 import { boundRecord } from "../shared/bounded-text.js";
 import { type Certificate, type RevocationList, revocationList } from "../shared/certificates/index.js";
 import { RevtunError } from "../shared/errors.js";
-import { parseKeyText } from "../shared/keys.js";
+import { fingerprintSha256, parseKeyText } from "../shared/keys.js";
 import { certificateHostKeys, presentHostCertificate } from "../ssh2/host-certificate.js";
 import { normalizeIp } from "./address-match.js";
 import { SourcePenalties } from "./authentication.js";
 import { type AuthorizedKeys, parseAuthorizedKeys } from "./authorized-keys.js";
 import { type Binding, BindingTable, type BindOutcome, type ReleaseReason } from "./bindings.js";
+import { Enrollment } from "./enrollment/enrollment.js";
 import type { RelayEvents } from "./events.js";
 import { FleetMember } from "./fleet/member.js";
 import { forwardInfo } from "./forwarding.js";
@@ -86,6 +87,8 @@ export class Relay extends EventEmitter<RelayEvents> {
   private readonly throttle = new Map<string, { start: number; count: number; suppressed: number }>();
   /** Fleet membership (options.fleet): registry, peer pool, the fleet key's admission. */
   private readonly fleet: FleetMember | undefined;
+  /** With options.enrollment (--ca-key): tokens, enrollment, renewal, revocation. */
+  readonly enrollment: Enrollment | undefined;
 
   constructor(options: RelayOptions) {
     super();
@@ -121,7 +124,25 @@ export class Relay extends EventEmitter<RelayEvents> {
       decayMs: this.options.authPenaltyDecayMs,
       maxSources: this.options.limits.maxTrackedSources,
     });
+    if (options.enrollment) {
+      const key = parseKeyText(this.options.hostKey);
+      if (key instanceof Error)
+        throw new RevtunError("CONFIG", `relay host key unusable: ${key.message}`, { cause: key });
+      this.enrollment = new Enrollment(options.enrollment, {
+        now: this.options.now,
+        hostKeyFingerprint: fingerprintSha256(key.getPublicSSH()),
+        record: (r) => this.emit("enrollment", r),
+        changed: (name) => this.enrollmentChanged(name),
+      });
+    }
     this.host = this.sessionHost();
+  }
+
+  /** A device record changed (revoked, re-enrolled, here or on another relay): its other sessions end. */
+  private enrollmentChanged(name: string): void {
+    for (const s of this.authenticatedSessions())
+      if (s.certificateName === name && !this.enrollment?.stillValid(name, s.fingerprint))
+        s.close(`${name}'s enrollment was revoked or replaced`);
   }
 
   /**
@@ -177,6 +198,10 @@ export class Relay extends EventEmitter<RelayEvents> {
       throw new RevtunError("CONFIG", `cannot read authorized keys ${file}: ${err.message}`, { cause: err });
     });
     this.useKeys(text, "startup");
+    await this.enrollment?.start().catch((err: Error) => {
+      this.state = "closed";
+      throw new RevtunError("CONFIG", `cannot read enrollment state: ${err.message}`, { cause: err });
+    });
     let hostKeys: Array<string | Buffer | ssh2.EncryptedPrivateKey> = [this.options.hostKey];
     try {
       if (this.options.revokedKeysFile) await this.loadRevoked("startup", true);
@@ -384,6 +409,8 @@ export class Relay extends EventEmitter<RelayEvents> {
   /** Re-admits every authenticated session against the current keys and revocations. */
   private recheckSessions(): void {
     for (const s of this.authenticatedSessions()) {
+      // A device enrolled here holds no authorized_keys line: revocation by name (enrollmentChanged) governs it.
+      if (s.certificateName) continue;
       const cert = s.certificate;
       if (cert) s.recheck(this.authorizeCertificate(cert, s.ip, s.loginName));
       else if (s.publicKey) s.recheck(this.authorize(s.publicKey, s.ip));
@@ -415,6 +442,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     await tcpClosed;
     // After the sessions: their names' withdrawals go out first, then the lease.
     await this.fleet?.close();
+    await this.enrollment?.close();
     this.state = "closed";
     this.emit("closed");
   }
@@ -621,6 +649,7 @@ export class Relay extends EventEmitter<RelayEvents> {
       release: (b, reason) => this.release(b, reason),
       holders: (name, port) => this.bindings.holders(name, port),
       fleet: this.fleet,
+      enrollment: this.enrollment,
       closed: (s) => {
         this.sessions.delete(s);
       },

@@ -17,6 +17,7 @@ import { ipBytes, normalizeIp } from "./address-match.js";
 import { type Authenticated, type AuthHost, SessionAuthentication } from "./authentication.js";
 import type { AuthorizedKey } from "./authorized-keys.js";
 import type { Binding, ReleaseReason } from "./bindings.js";
+import { ENROLL_SUBSYSTEM, RENEW_SUBSYSTEM, serveSubsystem } from "./enrollment/enrollment-channel.js";
 import { certificateFields, type SessionInfo, type SessionRef } from "./events.js";
 import { type Accept, type ForwardingHost, type Reject, SessionForwarding } from "./forwarding.js";
 import type { KeyDecision } from "./policy.js";
@@ -53,6 +54,10 @@ export class RelaySession {
   key: AuthorizedKey | undefined;
   username = "";
   authenticated = false;
+  /** The device name, for a session that logged in with a certificate this relay's CA signed. */
+  certificateName: string | undefined;
+  /** Enrollment channels opened on this connection (at most one). */
+  private enrollChannels = 0;
   /** Set once the session is being closed; the reason reported when it is. */
   closing: string | undefined;
   readonly finished: Promise<void>;
@@ -196,7 +201,7 @@ export class RelaySession {
     poolPadding(conn);
     applyWindowPolicy(conn, { onViolation: (reason) => this.close(reason) });
     conn.on("ready", () => this.ready());
-    conn.on("session", (_accept, reject) => this.refuseChannel(reject, "session", NO_SHELL));
+    conn.on("session", (accept, reject) => this.session(accept, reject));
     // direct-tcpip reaches tunnel names only, with permitopen (tunnels.ts).
     conn.on("tcpip", (accept, reject, info) =>
       this.tunnels.open(accept, reject, info as DirectTcpipInfo | undefined),
@@ -218,9 +223,46 @@ export class RelaySession {
     this.key = accepted.key;
     this.keyBlob = accepted.blob;
     this.fingerprint = accepted.fingerprint;
+    this.certificateName = accepted.enrolledName;
     this.authenticated = true;
     if (this.handshakeTimer) this.clear(this.handshakeTimer);
     this.host.emit("session-opened", this.info());
+  }
+
+  /**
+   * A session channel is only ever enrollment's (docs/enrollment.md): to
+   * enroll, for a session that logged in as revtun-enroll, or to renew, for
+   * one that logged in with a certificate this relay signed.
+   */
+  private session(accept: () => unknown, reject: () => void): void {
+    const e = this.host.enrollment;
+    const name = this.certificateName;
+    const enrolling = this.auth.enrolling && !this.authenticated;
+    if (!e || (!enrolling && !name) || this.closing) {
+      this.refuseChannel(reject, "session", NO_SHELL);
+      return;
+    }
+    // One token try per connection: more would let one handshake window try tokens in parallel.
+    if (enrolling && this.enrollChannels++ > 0) {
+      this.refuseChannel(reject, "session", "revtun relay: one enrollment per connection");
+      return;
+    }
+    const keyBlob = this.key?.blob;
+    const answer = enrolling
+      ? (line: string) => e.enroll(line, this.peer)
+      : (_line: string) => e.renew(name ?? "", keyBlob ?? Buffer.alloc(0), this.peer);
+    const mean = this.host.options.authFailureDelayMs;
+    serveSubsystem(
+      accept as Parameters<typeof serveSubsystem>[0],
+      enrolling ? ENROLL_SUBSYSTEM : RENEW_SUBSYSTEM,
+      answer,
+      (ms, fn) => this.timer(ms, fn),
+      () => mean * (0.6 + Math.random() * 0.8) + this.host.penalize(this.source),
+      // An enrollment connection has done its one thing; a renewing session goes on.
+      () => {
+        if (enrolling) this.timer(1_000, () => this.close("enrollment answered"));
+      },
+    );
   }
 
   // ---- refused channels --------------------------------------------------------

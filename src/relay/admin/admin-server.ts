@@ -22,6 +22,7 @@ import { RevtunError } from "../../shared/errors.js";
 import { type Health, sendMetrics } from "../../shared/metrics-server.js";
 import type { RelayEventName } from "../events.js";
 import type { Relay } from "../relay.js";
+import { isEnrollmentPath, serveEnrollmentApi } from "./enrollment-api.js";
 import { Inventory, type SessionRecord } from "./inventory.js";
 import { SseHub } from "./sse.js";
 
@@ -159,6 +160,15 @@ export function startAdminServer(opts: AdminServerOptions): Promise<AdminServer>
 
   const server = http.createServer((req, res) => {
     const path = (req.url ?? "/").split("?")[0] ?? "/";
+    // Enrollment (POST /api/tokens, /api/devices...): its own file, the same token.
+    if (isEnrollmentPath(path))
+      return serveEnrollmentApi(
+        relay,
+        req,
+        res,
+        path,
+        !expected || tokenMatches(req.headers.authorization, expected),
+      );
     if (req.method !== "GET" && req.method !== "HEAD") {
       res.writeHead(405, { allow: "GET, HEAD" }).end();
       return;
