@@ -6,6 +6,7 @@ import type { Registry } from "prom-client";
 import { RevtunError } from "../shared/errors.js";
 import type { FleetKey } from "./fleet/fleet-key.js";
 import { type FleetTimings, fleetTimings, type RedisTarget } from "./fleet/fleet-options.js";
+import type { InventoryOptions } from "./inventory/index.js";
 
 /** Membership of a relay fleet (fleet/index.ts): names bound here are reachable through every member. */
 export interface RelayFleetOptions {
@@ -147,6 +148,10 @@ export interface RelayOptions {
   now?: () => Date;
   /** Join a fleet of relays sharing tunnel names through Redis. */
   fleet?: RelayFleetOptions;
+  /** A directory for state that outlives the process (device records: inventory/file-store.ts). */
+  stateDir?: string;
+  /** The device inventory's retention and, outside a fleet, this relay's name (inventory/index.ts). */
+  inventory?: InventoryOptions;
 }
 
 export const DEFAULT_LIMITS: RelayLimits = {

@@ -28,6 +28,7 @@ import { type Binding, BindingTable, type BindOutcome, type ReleaseReason } from
 import type { RelayEvents } from "./events.js";
 import { FleetMember } from "./fleet/member.js";
 import { forwardInfo } from "./forwarding.js";
+import { createDeviceInventory, type DeviceInventory } from "./inventory/index.js";
 import { RelayMetrics } from "./metrics.js";
 import { tunnelKey } from "./names.js";
 import { type RelayOptions, type ResolvedRelayOptions, resolveRelayOptions } from "./options.js";
@@ -80,6 +81,8 @@ export class Relay extends EventEmitter<RelayEvents> {
   private readonly throttle = new Map<string, { start: number; count: number; suppressed: number }>();
   /** Fleet membership (options.fleet): registry, peer pool, the fleet key's admission. */
   private readonly fleet: FleetMember | undefined;
+  /** Every device of the fleet, online or not (inventory/devices.ts). */
+  readonly devices: DeviceInventory;
 
   constructor(options: RelayOptions) {
     super();
@@ -115,6 +118,9 @@ export class Relay extends EventEmitter<RelayEvents> {
       maxSources: this.options.limits.maxTrackedSources,
     });
     this.host = this.sessionHost();
+    this.devices = createDeviceInventory(this.options, options, this.fleet);
+    this.devices.attach(this);
+    this.devices.registerMetrics(this.metrics.registry);
   }
 
   /**
@@ -170,6 +176,10 @@ export class Relay extends EventEmitter<RelayEvents> {
       throw new RevtunError("CONFIG", `cannot read authorized keys ${file}: ${err.message}`, { cause: err });
     });
     this.useKeys(text, "startup");
+    await this.devices.start().catch((err: unknown) => {
+      this.state = "closed";
+      throw err;
+    });
     try {
       this.ssh = new ssh2.Server(
         {
@@ -191,7 +201,7 @@ export class Relay extends EventEmitter<RelayEvents> {
           // already compressed or encrypted, so nothing is lost.
           algorithms: { compress: ["none"] },
         },
-        (conn, info) => this.onSshConnection(conn, info.ip, info.port),
+        (conn, info) => this.onSshConnection(conn, info.ip, info.port, info.header?.identRaw),
       );
     } catch (err) {
       this.state = "closed";
@@ -327,7 +337,8 @@ export class Relay extends EventEmitter<RelayEvents> {
     await Promise.all(sessions.map((s) => s.finished));
     clearTimeout(grace);
     await tcpClosed;
-    // After the sessions: their names' withdrawals go out first, then the lease.
+    // After the sessions: their devices' "offline" and names' withdrawals go out first, then the lease.
+    await this.devices.close();
     await this.fleet?.close();
     this.state = "closed";
     this.emit("closed");
@@ -458,7 +469,7 @@ export class Relay extends EventEmitter<RelayEvents> {
    * only the socket's remote address to tell which socket it is; that pair
    * is unique among the listener's open sockets.
    */
-  private onSshConnection(conn: Connection, ip: string, port: number): void {
+  private onSshConnection(conn: Connection, ip: string, port: number, version?: string): void {
     const key = `${ip}|${port}`;
     const session = this.awaitingSsh.get(key);
     this.awaitingSsh.delete(key);
@@ -467,6 +478,7 @@ export class Relay extends EventEmitter<RelayEvents> {
       conn.end();
       return;
     }
+    if (version !== undefined) session.clientVersion = version;
     session.attach(conn);
   }
 
@@ -514,6 +526,7 @@ export class Relay extends EventEmitter<RelayEvents> {
       release: (b, reason) => this.release(b, reason),
       holders: (name, port) => this.bindings.holders(name, port),
       fleet: this.fleet,
+      offline: (name) => this.devices.offlineLine(name),
       closed: (s) => {
         this.sessions.delete(s);
       },

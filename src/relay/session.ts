@@ -52,6 +52,8 @@ export class RelaySession {
   key: AuthorizedKey | undefined;
   username = "";
   authenticated = false;
+  /** The client's SSH version line, as it sent it (the device inventory keeps it). */
+  clientVersion: string | undefined;
   /** Set once the session is being closed; the reason reported when it is. */
   closing: string | undefined;
   readonly finished: Promise<void>;
@@ -98,6 +100,7 @@ export class RelaySession {
       keyComment: this.key?.comment ?? "",
       keyType: this.key?.type ?? "",
       username: this.username,
+      ...(this.clientVersion !== undefined ? { clientVersion: this.clientVersion } : {}),
     };
   }
 

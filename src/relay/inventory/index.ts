@@ -1,0 +1,56 @@
+/**
+ * The device inventory's wiring: which store a relay's options call for
+ * (the fleet's Redis, a state directory, or memory), in one place, so
+ * relay.ts only creates, starts and closes it.
+ */
+import { hostname } from "node:os";
+import { RedisDeviceStore } from "../fleet/inventory-store.js";
+import type { FleetMember } from "../fleet/member.js";
+import type { ResolvedRelayOptions } from "../options.js";
+import { DeviceInventory } from "./devices.js";
+import { FileDeviceStore } from "./file-store.js";
+import { type DeviceStore, MemoryDeviceStore } from "./store.js";
+
+export { type DeviceRecord, formatSeen, offlineLine } from "./device-record.js";
+export {
+  DEFAULT_RETENTION_MS,
+  DeviceInventory,
+  type DevicePage,
+  type DeviceQuery,
+  type DeviceView,
+} from "./devices.js";
+
+/** RelayOptions.inventory. */
+export interface InventoryOptions {
+  /** Offline devices not enrolled are forgotten after this (default 30 days, devices.ts). */
+  retentionMs?: number;
+  /** The name "last seen on" gives this relay outside a fleet (default: the host name). */
+  relayId?: string;
+}
+
+export function createDeviceInventory(
+  options: ResolvedRelayOptions,
+  extra: { stateDir?: string | undefined; inventory?: InventoryOptions | undefined },
+  fleet: FleetMember | undefined,
+): DeviceInventory {
+  const f = options.fleet;
+  let store: DeviceStore;
+  if (f && fleet)
+    store = new RedisDeviceStore({
+      redis: f.redis,
+      prefix: f.prefix ?? "revtun:",
+      fleetKey: f.fleetKey.privateKey,
+      relayId: fleet.relayId,
+      timings: f.timings,
+    });
+  else if (extra.stateDir !== undefined) store = new FileDeviceStore(extra.stateDir);
+  else store = new MemoryDeviceStore();
+  const relayId = fleet?.relayId ?? extra.inventory?.relayId ?? hostname();
+  return new DeviceInventory({
+    relayId,
+    store,
+    ...(extra.inventory?.retentionMs !== undefined ? { retentionMs: extra.inventory.retentionMs } : {}),
+    ...(fleet ? { relayAlive: (id: string) => fleet.registry.relays().has(id) } : {}),
+    ...(f ? { isPeer: (fp: string) => fp === f.fleetKey.fingerprint } : {}),
+  });
+}
