@@ -6,7 +6,7 @@ import type { Registry } from "prom-client";
 import { RevtunError } from "../shared/errors.js";
 import type { FleetKey } from "./fleet/fleet-key.js";
 import { type FleetTimings, fleetTimings, type RedisTarget } from "./fleet/fleet-options.js";
-import type { InventoryOptions } from "./inventory/index.js";
+import type { InventoryOptions } from "./inventory/devices.js";
 
 /** Membership of a relay fleet (fleet/index.ts): names bound here are reachable through every member. */
 export interface RelayFleetOptions {

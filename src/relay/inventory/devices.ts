@@ -43,6 +43,14 @@ const PRUNE_EVERY_MS = 3600_000;
 /** Changes per 'changed' event; more and the listener is told to re-read everything. */
 export const MAX_CHANGED = 500;
 
+/** RelayOptions.inventory. */
+export interface InventoryOptions {
+  /** Offline devices not enrolled are forgotten after this (default DEFAULT_RETENTION_MS). */
+  retentionMs?: number;
+  /** The name "last seen on" gives this relay outside a fleet (default: the host name). */
+  relayId?: string;
+}
+
 export interface DeviceInventoryOptions {
   /** The id "last seen on" names: the fleet relay id (with --workers, the worker's), else a local name. */
   relayId: string;

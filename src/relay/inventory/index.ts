@@ -7,7 +7,7 @@ import { hostname } from "node:os";
 import { RedisDeviceStore } from "../fleet/inventory-store.js";
 import type { FleetMember } from "../fleet/member.js";
 import type { ResolvedRelayOptions } from "../options.js";
-import { DeviceInventory } from "./devices.js";
+import { DeviceInventory, type InventoryOptions } from "./devices.js";
 import { FileDeviceStore } from "./file-store.js";
 import { type DeviceStore, MemoryDeviceStore } from "./store.js";
 
@@ -19,14 +19,6 @@ export {
   type DeviceQuery,
   type DeviceView,
 } from "./devices.js";
-
-/** RelayOptions.inventory. */
-export interface InventoryOptions {
-  /** Offline devices not enrolled are forgotten after this (default 30 days, devices.ts). */
-  retentionMs?: number;
-  /** The name "last seen on" gives this relay outside a fleet (default: the host name). */
-  relayId?: string;
-}
 
 export function createDeviceInventory(
   options: ResolvedRelayOptions,
