@@ -40,6 +40,8 @@ const COUNTS_EVERY_MS = 2_000;
 /** An online device's lastSeen is refreshed this often (what "last seen" says after a relay dies). */
 const TOUCH_MS = 15_000;
 const PRUNE_EVERY_MS = 3600_000;
+/** Under the fleet's lease (3 s): a relay killed with -9 has its devices offline as soon as its lease lapses. */
+const FRESH_MS = 2_000;
 /** Changes per 'changed' event; more and the listener is told to re-read everything. */
 export const MAX_CHANGED = 500;
 
@@ -196,7 +198,11 @@ export class DeviceInventory extends EventEmitter<DeviceInventoryEvents> {
   }
 
   state(r: DeviceRecord): DeviceState {
-    return deviceState(r, (id) => id === this.opts.relayId || (this.opts.relayAlive?.(id) ?? false));
+    // A record its relay wrote a moment ago counts before this relay's next
+    // look at the fleet's leases (once a second): that look alone made a
+    // device on another relay show online ~1 s late.
+    const fresh = this.now() - r.lastSeen < FRESH_MS;
+    return deviceState(r, (id) => id === this.opts.relayId || fresh || (this.opts.relayAlive?.(id) ?? false));
   }
 
   get(id: string): DeviceView | undefined {
