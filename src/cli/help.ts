@@ -6,8 +6,9 @@ export const RELAY_SYNOPSIS = `revtun relay --listen [host:]port --host-key FILE
                     [--gateway-ports] [--max-channels N] [--log-format text|json] [-v]
                     [--fleet redis://host:port[/db] --fleet-key FILE [--fleet-name NAME]
                      [--fleet-password-file FILE] [--relay-id ID] [--advertise host:port]
-                     [--workers N]]
-       revtun relay status [--json] [--admin host:port] [--admin-token-file FILE]`;
+                     [--workers N]] [--state-dir DIR]
+       revtun relay status [--json] [--admin host:port] [--admin-token-file FILE]
+       revtun relay devices [--state online|offline] [--name TEXT] [--json] [--admin host:port]`;
 
 export const HELP = `usage: revtun [-N] [-v] [-q] [-p port] [-l login] [-i identity_file]... [-c ciphers]
               [-o Option=value]... [-F configfile] [-J [user@]host[:port][,...]]

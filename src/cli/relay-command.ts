@@ -65,6 +65,8 @@ export const RELAY_USAGE = `usage: ${RELAY_SYNOPSIS}
   --workers N              run N relay processes sharing the port, each a fleet member
                            <relay-id>-w<index> with its own peer port on the --advertise host;
                            worker i serves --admin and --metrics on port + i (needs --fleet)
+  --state-dir DIR          keep state that outlives the relay here (device records in
+                           DIR/inventory.json; without --fleet; created mode 700)
   --log-format text|json   log line format (default text)
   -v, --verbose            debug logging (every forwarded connection, ignored key options)
   -h, --help               this text
@@ -88,6 +90,7 @@ export const RELAY_OPTIONS = {
   "relay-id": { type: "string" },
   advertise: { type: "string" },
   workers: { type: "string" },
+  "state-dir": { type: "string" },
   verbose: { type: "boolean", short: "v", multiple: true },
   help: { type: "boolean", short: "h" },
 } as const satisfies ParseArgsConfig["options"];
@@ -105,6 +108,7 @@ interface RelayArgs {
   verbose: boolean;
   fleet?: FleetArgs;
   workers: number;
+  stateDir?: string;
 }
 
 /** Parses argv; throws RevtunError("USAGE") naming the bad value. Returns "help" for -h. */
@@ -175,6 +179,7 @@ export function parseRelayArgs(
     logFormat: format,
     verbose: Array.isArray(values.verbose) && values.verbose.length > 0,
     ...(fleet ? { fleet } : {}),
+    ...(typeof values["state-dir"] === "string" ? { stateDir: str("state-dir") } : {}),
     workers,
   };
 }
@@ -253,6 +258,10 @@ export async function relayCommand(
   if (argv[0] === "status") {
     const { relayStatusCommand } = await import("./relay-status-command.js");
     return relayStatusCommand(argv.slice(1), { env: {}, ...io });
+  }
+  if (argv[0] === "devices") {
+    const { relayDevicesCommand } = await import("./relay-status-command.js");
+    return relayDevicesCommand(argv.slice(1), { env: {}, ...io });
   }
   let args: RelayArgs | "help";
   try {
@@ -369,6 +378,7 @@ export async function relayCommand(
       authorizedKeysFile: args.authorizedKeys,
       gatewayPorts: args.gatewayPorts,
       ...(args.maxChannels !== undefined ? { limits: { maxChannelsPerSession: args.maxChannels } } : {}),
+      ...(args.stateDir !== undefined ? { stateDir: args.stateDir } : {}),
       ...(args.fleet && fleetKey && relayId
         ? {
             fleet: {

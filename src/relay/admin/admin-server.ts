@@ -22,6 +22,7 @@ import { RevtunError } from "../../shared/errors.js";
 import { type Health, sendMetrics } from "../../shared/metrics-server.js";
 import type { RelayEventName } from "../events.js";
 import type { Relay } from "../relay.js";
+import { devicesEvent, serveDevices } from "./devices-api.js";
 import { Inventory, type SessionRecord } from "./inventory.js";
 import { SseHub } from "./sse.js";
 
@@ -148,6 +149,9 @@ export function startAdminServer(opts: AdminServerOptions): Promise<AdminServer>
   const on = relay.on as (e: RelayEventName, fn: (x: unknown) => void) => Relay;
   const off = relay.off as (e: RelayEventName, fn: (x: unknown) => void) => Relay;
   for (const [name, fn] of listeners) on.call(relay, name, fn);
+  // The fleet's devices (devices-api.ts): batched by the inventory, a few events a second at most.
+  const onDevices = (ids: string[] | "all") => hub.send("devices", devicesEvent(relay.devices, ids));
+  relay.devices.on("changed", onDevices);
   const maxEventClients = opts.maxEventClients ?? 64;
   const health =
     opts.health ??
@@ -195,6 +199,7 @@ export function startAdminServer(opts: AdminServerOptions): Promise<AdminServer>
       res.end(`${JSON.stringify(body)}\n`);
       return;
     }
+    if (serveDevices(relay.devices, path, (req.url ?? "").split("?")[1] ?? "", res)) return;
     if (path === "/api/events") {
       if (hub.size >= maxEventClients) {
         res.writeHead(503, { "content-type": "text/plain", "retry-after": "10" });
@@ -210,7 +215,7 @@ export function startAdminServer(opts: AdminServerOptions): Promise<AdminServer>
     }
     res
       .writeHead(404, { "content-type": "text/plain" })
-      .end("not found: try /, /api/sessions, /api/events, /metrics or /healthz\n");
+      .end("not found: try /, /api/sessions, /api/devices, /api/events, /metrics or /healthz\n");
   });
   server.keepAliveTimeout = 5_000;
   // Bounded: a client that opens sockets and sends nothing is cut off.
@@ -222,6 +227,7 @@ export function startAdminServer(opts: AdminServerOptions): Promise<AdminServer>
 
   const teardown = () => {
     for (const [name, fn] of listeners) off.call(relay, name, fn);
+    relay.devices.off("changed", onDevices);
     inventory.close();
     hub.close();
   };
