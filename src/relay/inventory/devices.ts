@@ -120,6 +120,9 @@ export class DeviceInventory extends EventEmitter<DeviceInventoryEvents> {
   private history: HistorySample[] = [];
   private readonly timers: NodeJS.Timeout[] = [];
   private lastCountsFlush = 0;
+  private lastStateCheck = 0;
+  /** Each record's state at the last check (checkStates). */
+  private readonly lastState = new Map<string, DeviceState>();
   private lastTouch = 0;
   private saving = false;
   private storeFailing = false;
@@ -490,8 +493,30 @@ export class DeviceInventory extends EventEmitter<DeviceInventoryEvents> {
     this.storeFailing = !ok;
   }
 
+  /**
+   * States that changed without a record changing: a relay's lease lapsed
+   * (kill -9: its devices are offline now), or a fresh record aged into
+   * needing its relay's lease. One pass a second over the records (10,000:
+   * well under a millisecond).
+   */
+  private checkStates(): void {
+    const now = this.now();
+    if (now - this.lastStateCheck < 1_000) return;
+    this.lastStateCheck = now;
+    for (const r of this.records.values()) {
+      const s = this.state(r);
+      if (this.lastState.get(r.id) !== s) {
+        if (this.lastState.has(r.id)) this.note(r.id);
+        this.lastState.set(r.id, s);
+      }
+    }
+    if (this.lastState.size > this.records.size)
+      for (const id of this.lastState.keys()) if (!this.records.has(id)) this.lastState.delete(id);
+  }
+
   /** Tells listeners (the admin page) what changed, here or on other relays. */
   private announce(): void {
+    this.checkStates();
     if (this.changedAll) {
       this.changedAll = false;
       this.changed.clear();
