@@ -95,19 +95,23 @@ async function loadSessions() {
 }
 
 async function loadDevices() {
-  const all = new Map();
-  for (let page = 1; page <= 100; page++) {
-    const res = await api(`/api/devices?per_page=1000&page=${page}`);
+  // The first page tells how many there are; the rest are asked for at once.
+  const page = async (n) => {
+    const res = await api(`/api/devices?per_page=1000&page=${n}`);
     if (!res.ok) throw new Error(`/api/devices: HTTP ${res.status}`);
-    const body = await res.json();
-    for (const d of body.devices) all.set(d.id, d);
-    counts = body.counts;
-    if (page >= body.pages) break;
-  }
+    return res.json();
+  };
+  const first = await page(1);
+  const rest = [];
+  for (let n = 2; n <= Math.min(first.pages, 100); n++) rest.push(page(n));
+  const bodies = [first, ...(await Promise.all(rest))];
   devices.clear();
-  for (const [id, d] of all) devices.set(id, d);
+  for (const body of bodies) for (const d of body.devices) devices.set(d.id, d);
+  counts = bodies.at(-1).counts;
   devicesAll = true;
-  schedule();
+  // A load is what the operator waits for: drawn now, not at the next batch.
+  clearTimeout(renderTimer);
+  render();
 }
 
 async function loadHistory() {
