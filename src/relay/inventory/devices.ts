@@ -64,6 +64,8 @@ export interface DeviceInventoryOptions {
   isEnrolled?: (r: DeviceRecord) => boolean;
   /** Keys that are never devices: the fleet key. */
   isPeer?: (fingerprint: string) => boolean;
+  /** The fleet's live relays (ids), for revtun_fleet_relay_up; default: this one. */
+  relays?: () => Iterable<string>;
   now?: () => number;
 }
 
@@ -265,7 +267,11 @@ export class DeviceInventory extends EventEmitter<DeviceInventoryEvents> {
     return out;
   }
 
-  /** revtun_fleet_devices{state} and revtun_fleet_device_last_seen_seconds{device,fingerprint}. */
+  /**
+   * revtun_fleet_devices{state}, revtun_fleet_relay_up{relay} and
+   * revtun_fleet_device_last_seen_seconds{device,fingerprint,relay}: what
+   * contrib/prometheus/revtun-alerts.yml alerts on, from any relay.
+   */
   registerMetrics(registry: Registry): void {
     const self = this;
     new Gauge({
@@ -277,6 +283,16 @@ export class DeviceInventory extends EventEmitter<DeviceInventoryEvents> {
         const t = self.totals();
         this.set({ state: "online" }, t.online);
         this.set({ state: "offline" }, t.offline);
+      },
+    });
+    new Gauge({
+      name: "revtun_fleet_relay_up",
+      help: "1 for each relay (worker) of the fleet whose lease is live, as this relay sees them.",
+      labelNames: ["relay"],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const id of self.opts.relays?.() ?? [self.opts.relayId]) this.set({ relay: id }, 1);
       },
     });
     new Gauge({

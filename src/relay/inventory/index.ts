@@ -42,7 +42,12 @@ export function createDeviceInventory(
     relayId,
     store,
     ...(extra.inventory?.retentionMs !== undefined ? { retentionMs: extra.inventory.retentionMs } : {}),
-    ...(fleet ? { relayAlive: (id: string) => fleet.registry.relays().has(id) } : {}),
+    ...(fleet
+      ? {
+          relayAlive: (id: string) => fleet.registry.relays().has(id),
+          relays: () => new Set([fleet.relayId, ...fleet.registry.relays().keys()]),
+        }
+      : {}),
     ...(f ? { isPeer: (fp: string) => fp === f.fleetKey.fingerprint } : {}),
   });
 }
