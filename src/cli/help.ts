@@ -5,7 +5,8 @@ export const RELAY_SYNOPSIS = `revtun relay --listen [host:]port --host-key FILE
                     [--metrics [host:]port] [--admin [host:]port] [--admin-token-file FILE]
                     [--gateway-ports] [--max-channels N] [--log-format text|json] [-v]
                     [--fleet redis://host:port[/db] --fleet-key FILE [--fleet-name NAME]
-                     [--fleet-password-file FILE] [--relay-id ID] [--advertise host:port]
+                     [--fleet-password-file FILE] [--fleet-ca-file FILE] [--relay-id ID]
+                     [--advertise host:port]
                      [--workers N]] [--state-dir DIR]
        revtun relay status [--json] [--admin host:port] [--admin-token-file FILE]
        revtun relay devices [--state online|offline] [--name TEXT] [--json] [--admin host:port]`;

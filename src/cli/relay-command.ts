@@ -29,7 +29,7 @@ import { RELAY_SYNOPSIS } from "./help.js";
 import { parseLongOptions } from "./long-options.js";
 import { startMetrics } from "./metrics-endpoint.js";
 import { exitCodeFor, type Io, onSignals, readSecret } from "./process.js";
-import { type FleetArgs, fleetAuthHint, fleetPassword, parseFleetArgs } from "./relay-fleet-args.js";
+import { type FleetArgs, fleetAuthHint, fleetCa, fleetPassword, parseFleetArgs } from "./relay-fleet-args.js";
 import {
   checkWorkerPorts,
   leaveCluster,
@@ -52,7 +52,10 @@ export const RELAY_USAGE = `usage: ${RELAY_SYNOPSIS}
   --max-channels N         forwarded connections one session may have open (default 256)
   --fleet redis://host:port[/db]
                            join a fleet of relays sharing tunnel names through this Redis
-                           (or the env REVTUN_FLEET); operators reach devices on any member
+                           (or the env REVTUN_FLEET); operators reach devices on any member;
+                           also rediss://[user@]host:port[/db] (TLS, verified) and
+                           redis+sentinel://host:port[,host:port]/primary-name[/db] (Sentinel)
+  --fleet-ca-file FILE     CA certificate(s), PEM, the rediss:// server's certificate must chain to
   --fleet-key FILE         the fleet's ed25519 private key (the same on every member, mode 600)
   --fleet-name NAME        the fleet's name, so several fleets share one Redis (keys under
                            revtun:NAME:; default revtun:)
@@ -87,6 +90,7 @@ export const RELAY_OPTIONS = {
   "fleet-key": { type: "string" },
   "fleet-name": { type: "string" },
   "fleet-password-file": { type: "string" },
+  "fleet-ca-file": { type: "string" },
   "relay-id": { type: "string" },
   advertise: { type: "string" },
   workers: { type: "string" },
@@ -311,6 +315,7 @@ export async function relayCommand(
     try {
       fleetKey = await loadFleetKey(args.fleet.keyFile);
       password = await fleetPassword(args.fleet, io.env ?? {});
+      args.fleet.redis = { ...args.fleet.redis, ...(await fleetCa(args.fleet)) };
       // The primary asks once, so a wrong password is one line and exit 2, not N workers failing.
       if (primary)
         await probeRedisAuth(

@@ -176,10 +176,6 @@ export class Relay extends EventEmitter<RelayEvents> {
       throw new RevtunError("CONFIG", `cannot read authorized keys ${file}: ${err.message}`, { cause: err });
     });
     this.useKeys(text, "startup");
-    await this.devices.start().catch((err: unknown) => {
-      this.state = "closed";
-      throw err;
-    });
     try {
       this.ssh = new ssh2.Server(
         {
@@ -243,6 +239,14 @@ export class Relay extends EventEmitter<RelayEvents> {
         this.peerTcp?.close();
         throw err;
       });
+    // After the fleet's password probe; before "listening", so no session is missed.
+    await this.devices.start().catch((err: unknown) => {
+      this.state = "closed";
+      this.tcp?.close();
+      this.peerTcp?.close();
+      void this.fleet?.close();
+      throw err;
+    });
     this.state = "listening";
     if (this.options.watchAuthorizedKeys) this.watchKeys();
     const fleetAddress = this.fleet?.registry.self.address;

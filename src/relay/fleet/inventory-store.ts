@@ -23,6 +23,7 @@ import { type DeviceRecord, parseDeviceRecord } from "../inventory/device-record
 import type { DeviceStore, HistorySample } from "../inventory/store.js";
 import type { FleetTimings, RedisTarget } from "./fleet-options.js";
 import { type RecordMac, recordMac } from "./inventory-mac.js";
+import { redisConnectionOptions } from "./redis-connection.js";
 
 const HISTORY_MINUTES = 24 * 60;
 /** Records per pipelined batch of SAVE calls, and per HMGET. */
@@ -67,13 +68,10 @@ export class RedisDeviceStore extends EventEmitter implements DeviceStore {
     super();
     const p = opts.prefix;
     this.keys = { dev: `${p}inv:dev`, hist: `${p}inv:hist`, events: `${p}inv:events` };
-    this.mac = recordMac(opts.fleetKey, "revtun device record v1");
+    this.mac = recordMac(opts.fleetKey, "device record v1");
     const t = opts.timings;
     const base = {
-      host: opts.redis.host,
-      port: opts.redis.port,
-      db: opts.redis.db,
-      ...(opts.redis.password !== undefined ? { password: opts.redis.password } : {}),
+      ...redisConnectionOptions(opts.redis),
       lazyConnect: true,
       connectTimeout: t.connectTimeoutMs,
       maxRetriesPerRequest: 0,
@@ -101,6 +99,18 @@ export class RedisDeviceStore extends EventEmitter implements DeviceStore {
       if (this.everReady) this.remote?.("all");
       this.everReady = true;
     });
+  }
+
+  /**
+   * The password probe (redis-auth.ts) found Redis needs none: it is not
+   * sent (ioredis prints a warning for a password Redis does not need, and
+   * a library never prints). Before load().
+   */
+  dropPassword(): void {
+    for (const r of [this.redis, this.sub]) {
+      r.options.password = undefined;
+      r.options.sentinelPassword = undefined;
+    }
   }
 
   onRemote(fn: (ids: string[] | "all") => void): void {

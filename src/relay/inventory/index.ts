@@ -27,15 +27,18 @@ export function createDeviceInventory(
 ): DeviceInventory {
   const f = options.fleet;
   let store: DeviceStore;
-  if (f && fleet)
-    store = new RedisDeviceStore({
+  if (f && fleet) {
+    const redis = new RedisDeviceStore({
       redis: f.redis,
       prefix: f.prefix ?? "revtun:",
       fleetKey: f.fleetKey.privateKey,
       relayId: fleet.relayId,
       timings: f.timings,
     });
-  else if (extra.stateDir !== undefined) store = new FileDeviceStore(extra.stateDir);
+    // The registry probes the password first (its start() runs before the inventory's).
+    fleet.registry.once("passwordUnused", () => redis.dropPassword());
+    store = redis;
+  } else if (extra.stateDir !== undefined) store = new FileDeviceStore(extra.stateDir);
   else store = new MemoryDeviceStore();
   const relayId = fleet?.relayId ?? extra.inventory?.relayId ?? hostname();
   return new DeviceInventory({
