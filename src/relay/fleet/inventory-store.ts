@@ -23,7 +23,7 @@ import { type DeviceRecord, parseDeviceRecord } from "../inventory/device-record
 import type { DeviceStore, HistorySample } from "../inventory/store.js";
 import type { FleetTimings, RedisTarget } from "./fleet-options.js";
 import { type RecordMac, recordMac } from "./inventory-mac.js";
-import { redisConnectionOptions } from "./redis-connection.js";
+import { keepConnecting, redisConnectionOptions } from "./redis-connection.js";
 
 const HISTORY_MINUTES = 24 * 60;
 /** Records per pipelined batch of SAVE calls, and per HMGET. */
@@ -61,6 +61,7 @@ export class RedisDeviceStore extends EventEmitter implements DeviceStore {
   private readonly keys: { dev: string; hist: string; events: string };
   private remote: ((ids: string[] | "all") => void) | undefined;
   private everReady = false;
+  private closed = false;
   /** Records skipped for a bad MAC or shape since start (the inventory reports it). */
   rejected = 0;
 
@@ -88,6 +89,8 @@ export class RedisDeviceStore extends EventEmitter implements DeviceStore {
     }) as ScriptedRedis;
     this.redis.defineCommand("invSave", { numberOfKeys: 1, lua: SAVE });
     this.sub = new Redis({ ...base, connectionName: `revtun-inventory-sub-${opts.relayId}` });
+    keepConnecting(this.redis, () => this.closed);
+    keepConnecting(this.sub, () => this.closed);
     this.redis.on("error", () => {});
     this.sub.on("error", () => {});
     this.sub.on("message", (_channel: string, message: string) => {
@@ -204,6 +207,7 @@ export class RedisDeviceStore extends EventEmitter implements DeviceStore {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     this.remote = undefined;
     this.redis.disconnect();
     this.sub.disconnect();

@@ -12,7 +12,7 @@
  * +switch-master, so it moves without waiting for the old primary's socket
  * to time out.
  */
-import type { RedisOptions } from "ioredis";
+import type { Redis, RedisOptions } from "ioredis";
 import type { RedisTarget } from "./fleet-options.js";
 
 export function redisConnectionOptions(target: RedisTarget): RedisOptions {
@@ -49,4 +49,21 @@ export function redisConnectionOptions(target: RedisTarget): RedisOptions {
     // Node checks the certificate against the host dialled (a name, or an IP address SAN).
     ...(tls ? { tls } : {}),
   };
+}
+
+/**
+ * Keeps a client connecting for as long as its owner is open. Through
+ * Sentinel, ioredis 5.11 ends a client for good ("Connection is closed",
+ * status "end") when a reconnect races the sentinel connector's own retry
+ * (measured: after kill -9 of the primary, the registry's client ended 1.8 s
+ * later and never saw the promoted replica); a plain client never ends this
+ * way, and the owner's retry strategy stays the one that paces reconnects.
+ */
+export function keepConnecting(client: Redis, closed: () => boolean, delayMs = 200): void {
+  client.on("end", () => {
+    if (closed()) return;
+    setTimeout(() => {
+      if (!closed() && client.status === "end") client.connect().catch(() => {});
+    }, delayMs).unref();
+  });
 }

@@ -38,7 +38,7 @@ import { EventEmitter } from "node:events";
 import { Redis } from "ioredis";
 import { type FleetTimings, fleetTimings, type RedisTarget } from "./fleet-options.js";
 import { probeRedisAuth, type RedisAuthProbe } from "./redis-auth.js";
-import { redisConnectionOptions } from "./redis-connection.js";
+import { keepConnecting, redisConnectionOptions } from "./redis-connection.js";
 
 /** This relay, as peers see it. */
 export interface RelaySelf {
@@ -213,6 +213,7 @@ export class FleetRegistry extends EventEmitter<FleetRegistryEvents> {
     this.redis.on("error", (err: Error) => this.failed(err));
     this.redis.on("close", () => this.failed(new Error("connection to Redis closed")));
     this.redis.on("ready", () => void this.rebuild());
+    keepConnecting(this.redis, () => this.closed);
   }
 
   /**

@@ -551,9 +551,20 @@ export class DeviceInventory extends EventEmitter<DeviceInventoryEvents> {
     try {
       if (ids === "all") {
         const { records } = await store.load();
-        for (const r of records) if (!this.live.has(r.id)) this.put(r);
-        // Redis may have restarted empty: our online devices are written again.
-        for (const id of this.live.keys()) this.urgent.add(id);
+        const stored = new Map(records.map((r) => [r.id, r]));
+        for (const r of records) {
+          const mine = this.records.get(r.id);
+          if (!this.live.has(r.id) && (!mine || mine.lastSeen <= r.lastSeen)) this.put(r);
+        }
+        // Redis may have restarted empty, or a Sentinel failover promoted a
+        // replica that had not yet received the last writes: every record
+        // this relay knows newer than Redis's (or missing there) is written
+        // back, its own online devices always. No record is lost while one
+        // relay remembers it.
+        for (const [id, r] of this.records) {
+          const s = stored.get(id);
+          if (this.live.has(id) || !s || s.lastSeen < r.lastSeen) this.urgent.add(id);
+        }
         this.changedAll = true;
         return;
       }
