@@ -53,6 +53,8 @@ describe(`the fleet's inventory: three relays (one with --workers 2), ${N} devic
     redis = await RedisServer.start();
   });
   after(async () => {
+    if (process.env.REVTUN_DEBUG_E2E)
+      for (const m of members) writeFileSync(`/tmp/inv-${m.id}.log`, m.proc.stderr);
     for (const c of clients.values()) c.end();
     await Promise.all(members.map((m) => m.proc.stop("SIGTERM").catch(() => m.proc.stop("SIGKILL"))));
     await redis.close();
@@ -95,7 +97,9 @@ describe(`the fleet's inventory: three relays (one with --workers 2), ${N} devic
       const m: Member = { id, port, admins: [], proc };
       members.push(m);
       const want = workers || 1;
-      for (let i = 0; i < 100 && m.admins.length < want; i++) {
+      // Each process (each worker) says "relay listening" once it serves; the admin line comes before.
+      const listening = () => proc.stderr.match(/relay listening on/g)?.length ?? 0;
+      for (let i = 0; i < 150 && (m.admins.length < want || listening() < want); i++) {
         m.admins = [...proc.stderr.matchAll(/admin page on http:\/\/127\.0\.0\.1:(\d+)\//g)].map((x) =>
           Number(x[1]),
         );
@@ -107,12 +111,23 @@ describe(`the fleet's inventory: three relays (one with --workers 2), ${N} devic
 
     // N devices, round-robin over the relays, a few handshakes at a time (the per-source cap is 10).
     let next = 0;
+    let retries = 0;
     await Promise.all(
       Array.from({ length: 12 }, async () => {
         while (next < N) {
           const i = next++;
           const m = members[i % 3] as Member;
-          clients.set(i, await device(m.port, (keys[i] as { private: string }).private, `device${i}`));
+          // As an agent does: a refused or reset connection (the relays' pre-auth caps) is tried again.
+          for (let attempt = 1; ; attempt++) {
+            try {
+              clients.set(i, await device(m.port, (keys[i] as { private: string }).private, `device${i}`));
+              break;
+            } catch (err) {
+              if (attempt >= 5) throw err;
+              retries++;
+              await sleep(100 * attempt);
+            }
+          }
         }
       }),
     );
@@ -237,7 +252,7 @@ describe(`the fleet's inventory: three relays (one with --workers 2), ${N} devic
       const pageGone = Date.now() - tGone;
       assert.deepEqual(errors, []);
       process.stdout.write(
-        `# inventory e2e, ${N} devices: relays up ${startedAt} ms, devices bound ${connectedAt - startedAt} ms; ` +
+        `# inventory e2e, ${N} devices: relays up ${startedAt} ms, devices bound ${connectedAt - startedAt} ms (${retries} retried); ` +
           `slowest /api/devices page ${slowest.toFixed(0)} ms; page counts ${pageCounts} ms after load, departure on relay-c shown in ${pageGone} ms; total ${Date.now() - t0} ms\n`,
       );
     } finally {
