@@ -102,16 +102,16 @@ describe("fleet inventory store: every relay lists every device", () => {
     await rc.connect();
     try {
       const fake = { ...r, id: "SHA256:forged", names: ["device43"], online: true, relayId: "relay-b" };
-      await rc.hset("revtun:inv:dev", "SHA256:forged", `v1.AAAA.${JSON.stringify(fake)}`);
-      const own = await rc.hget("revtun:inv:dev", r?.id ?? "");
+      await rc.hset("revtun:{}:devices", "SHA256:forged", `v1.AAAA.${JSON.stringify(fake)}`);
+      const own = await rc.hget("revtun:{}:devices", r?.id ?? "");
       assert.ok(own?.startsWith("v1."));
       const [, mac] = /^v1\.([^.]*)\./.exec(own ?? "") ?? [];
       await rc.hset(
-        "revtun:inv:dev",
+        "revtun:{}:devices",
         r?.id ?? "",
         `v1.${mac}.${JSON.stringify({ ...r, relayId: "relay-evil", online: true })}`,
       );
-      await rc.publish("revtun:inv:events", `relay-x\nSHA256:forged\n${r?.id}`);
+      await rc.publish("revtun:{}:device-events", `relay-x\nSHA256:forged\n${r?.id}`);
     } finally {
       rc.disconnect();
     }

@@ -176,7 +176,7 @@ describe("fleet Redis through Sentinel", () => {
     await reachWithin(b.port, op.private, 3_000, "device40");
     const rp = new Redis({ host: "127.0.0.1", port: primary.port, lazyConnect: true });
     await rp.connect();
-    const before = Object.keys(await rp.hgetall("revtun:inv:dev")).sort();
+    const before = Object.keys(await rp.hgetall("revtun:{}:devices")).sort();
     rp.disconnect();
     assert.equal(before.length, 2);
 
@@ -196,9 +196,9 @@ describe("fleet Redis through Sentinel", () => {
       await until(
         "every record on the new primary",
         10_000,
-        async () => Object.keys(await rr.hgetall("revtun:inv:dev")).length === 2,
+        async () => Object.keys(await rr.hgetall("revtun:{}:devices")).length === 2,
       );
-      assert.deepEqual(Object.keys(await rr.hgetall("revtun:inv:dev")).sort(), before);
+      assert.deepEqual(Object.keys(await rr.hgetall("revtun:{}:devices")).sort(), before);
       const off = () =>
         b.relay.devices
           .list({ state: "offline" })

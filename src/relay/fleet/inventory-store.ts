@@ -2,12 +2,13 @@
  * Device records in the fleet's Redis (docs/inventory.md), so every relay
  * and worker lists every device of the fleet:
  *
- *   <prefix>inv:dev    hash  device id -> "v1.<mac>.<record JSON>"
- *   <prefix>inv:hist   hash  minute -> devices online then (the 24-hour chart)
- *   <prefix>inv:events channel: "<relayId>\n<id>\n<id>..." after each write
+ *   revtun:{<fleet>}:devices         hash  device id -> "v1.<mac>.<record JSON>"
+ *   revtun:{<fleet>}:device-history  hash  minute -> devices online then (the 24-hour chart)
+ *   revtun:{<fleet>}:device-events   channel: "<relayId>\n<id>\n<id>..." after each write
+ * (keys.ts builds every key: no fleet name or id can make two of them one.)
  *
- * Records carry a MAC (inventory-mac.ts: a key derived from the fleet key), over
- * the id and the JSON, so a Redis writer without the fleet key can delete
+ * Records carry a MAC (record-mac.ts, purpose "inventory": a key derived
+ * from the fleet key), over the fleet, the id and the JSON, so a Redis writer without the fleet key can delete
  * records but never make one up or move one to another device; a record
  * whose MAC fails is skipped. Pub/sub messages are only hints to re-read
  * (a forged one costs a read), the records are the truth.
@@ -22,7 +23,8 @@ import { Redis } from "ioredis";
 import { type DeviceRecord, parseDeviceRecord } from "../inventory/device-record.js";
 import type { DeviceStore, HistorySample } from "../inventory/store.js";
 import type { FleetTimings, RedisTarget } from "./fleet-options.js";
-import { type RecordMac, recordMac } from "./inventory-mac.js";
+import { FleetKeyspace } from "./keys.js";
+import { RecordMac } from "./record-mac.js";
 import { keepConnecting, redisConnectionOptions } from "./redis-connection.js";
 
 const HISTORY_MINUTES = 24 * 60;
@@ -46,8 +48,8 @@ type ScriptedRedis = Redis & { invSave(...args: (string | number)[]): Promise<nu
 
 export interface RedisDeviceStoreOptions {
   redis: RedisTarget;
-  /** The fleet's key prefix (`revtun:` or `revtun:NAME:`). */
-  prefix: string;
+  /** The fleet's name ("" for the default fleet): keys.ts and the MAC take it. */
+  fleet: string;
   /** The fleet key's private half: the records' MAC key is derived from it. */
   fleetKey: string;
   relayId: string;
@@ -67,9 +69,13 @@ export class RedisDeviceStore extends EventEmitter implements DeviceStore {
 
   constructor(private readonly opts: RedisDeviceStoreOptions) {
     super();
-    const p = opts.prefix;
-    this.keys = { dev: `${p}inv:dev`, hist: `${p}inv:hist`, events: `${p}inv:events` };
-    this.mac = recordMac(opts.fleetKey, "device record v1");
+    const space = new FleetKeyspace(opts.fleet);
+    this.keys = {
+      dev: space.key("devices"),
+      hist: space.key("device-history"),
+      events: space.key("device-events"),
+    };
+    this.mac = RecordMac.fromFleetKey(opts.fleetKey, opts.fleet, "inventory");
     const t = opts.timings;
     const base = {
       ...redisConnectionOptions(opts.redis),
@@ -215,13 +221,13 @@ export class RedisDeviceStore extends EventEmitter implements DeviceStore {
 
   private seal(r: DeviceRecord): string {
     const json = JSON.stringify(r);
-    return `v1.${this.mac.sign(`${r.id}\n${json}`)}.${json}`;
+    return `v1.${this.mac.sign("device", [r.id, json])}.${json}`;
   }
 
   private open(id: string, value: string): DeviceRecord | undefined {
     const m = /^v1\.([A-Za-z0-9_-]+)\.(.*)$/s.exec(value);
     let r: DeviceRecord | undefined;
-    if (m?.[1] && m[2] !== undefined && this.mac.verify(`${id}\n${m[2]}`, m[1])) {
+    if (m?.[1] && m[2] !== undefined && this.mac.verify("device", [id, m[2]], m[1])) {
       try {
         r = parseDeviceRecord(JSON.parse(m[2]));
       } catch {

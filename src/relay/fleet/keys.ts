@@ -18,7 +18,16 @@
  */
 
 /** Kinds of record a fleet keeps; a new kind is added here, never spelled at a call site. */
-export type FleetRecordKind = "relay" | "names" | "holders" | "relays" | "devices" | "device";
+export type FleetRecordKind =
+  | "relay"
+  | "names"
+  | "holders"
+  | "relays"
+  | "devices"
+  | "device"
+  // The device inventory's chart samples and its change channel (inventory-store.ts).
+  | "device-history"
+  | "device-events";
 
 const PLAIN = /^[A-Za-z0-9._-]*$/;
 

@@ -30,7 +30,8 @@ export function createDeviceInventory(
   if (f && fleet) {
     const redis = new RedisDeviceStore({
       redis: f.redis,
-      prefix: f.prefix ?? "revtun:",
+      // The fleet's name from its prefix (`revtun:NAME:`, fleet-args.ts) until the options carry the name itself.
+      fleet: /^revtun:(.+):$/.exec(f.prefix ?? "")?.[1] ?? "",
       fleetKey: f.fleetKey.privateKey,
       relayId: fleet.relayId,
       timings: f.timings,
