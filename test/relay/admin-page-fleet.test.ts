@@ -240,6 +240,20 @@ describe("the admin page for a fleet, in chromium", () => {
     flood.kill("SIGKILL");
     assert.equal(clicks.length, 8, floodOut);
     assert.equal(await page.locator("#detail").isVisible(), true);
+    // The pictures: devices online over 24 h, and the flooder's last hour (bars of connections, a line of bytes).
+    assert.equal(await page.locator("#online-chart path.online-line").count(), 1);
+    await page.fill("#filter", "flooder");
+    await page.locator("#devices tbody tr").first().click();
+    await page.waitForFunction(
+      () => document.querySelectorAll("#device-chart rect.bar-conns").length >= 1,
+      undefined,
+      {
+        timeout: 3_000,
+        polling: 50,
+      },
+    );
+    assert.equal(await page.locator("#device-chart path.line-bytes").count(), 1);
+    assert.match((await text(page, "#detail-meta")) ?? "", /SSH-2\.0-ssh2js/);
     clicks.sort((a, b) => a - b);
     const median = Math.round(clicks[Math.floor(clicks.length / 2)] ?? 0);
     const slowest = Math.round(clicks.at(-1) ?? 0);

@@ -3,10 +3,13 @@
  * (the fleet's Redis, a state directory, or memory), in one place, so
  * relay.ts only creates, starts and closes it.
  */
+import { existsSync } from "node:fs";
 import { hostname } from "node:os";
+import { join } from "node:path";
 import { RedisDeviceStore } from "../fleet/inventory-store.js";
 import type { FleetMember } from "../fleet/member.js";
 import type { ResolvedRelayOptions } from "../options.js";
+import type { DeviceRecord } from "./device-record.js";
 import { DeviceInventory, type InventoryOptions } from "./devices.js";
 import { FileDeviceStore } from "./file-store.js";
 import { type DeviceStore, MemoryDeviceStore } from "./store.js";
@@ -42,6 +45,14 @@ export function createDeviceInventory(
   } else if (extra.stateDir !== undefined) store = new FileDeviceStore(extra.stateDir);
   else store = new MemoryDeviceStore();
   const relayId = fleet?.relayId ?? extra.inventory?.relayId ?? hostname();
+  // Enrollment (docs/enrollment.md) keeps DIR/devices/<name>.json per enrolled device: those are
+  // never forgotten. In a fleet the enrollment store answers; until it is wired here, the retention
+  // applies to every device (pruning runs hourly, and only past 30 days offline).
+  const stateDir = extra.stateDir;
+  const isEnrolled =
+    !f && stateDir !== undefined
+      ? (r: DeviceRecord) => r.names.some((n) => existsSync(join(stateDir, "devices", `${n}.json`)))
+      : undefined;
   return new DeviceInventory({
     relayId,
     store,
@@ -53,5 +64,6 @@ export function createDeviceInventory(
         }
       : {}),
     ...(f ? { isPeer: (fp: string) => fp === f.fleetKey.fingerprint } : {}),
+    ...(isEnrolled ? { isEnrolled } : {}),
   });
 }

@@ -5,9 +5,11 @@
  * with "last seen"; an operator opening its name is told it is offline and
  * since when, while a name nobody ever held still gets "no tunnel"; and the
  * record survives a restart of the relay (inventory.json in --state-dir).
+ * Retention: offline devices not seen for 30 days are forgotten, enrolled
+ * ones (DIR/devices/<name>.json) never.
  */
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { type Client, connect, device, ed, sleep } from "../../helpers/fleet.js";
@@ -106,5 +108,58 @@ describe("device inventory, one relay with --state-dir", () => {
     const back = f.relay.devices.get(r.id);
     assert.equal(back?.state, "online");
     assert.equal(back?.firstSeen, r.firstSeen);
+  });
+});
+
+describe("device inventory retention", () => {
+  const f = new RelayFixture();
+  after(() => f.cleanup());
+
+  test("offline devices past the retention are forgotten at start, enrolled ones and recent ones kept", async () => {
+    const stateDir = join(f.dir, "state");
+    mkdirSync(join(stateDir, "devices"), { recursive: true });
+    const day = 86_400_000;
+    const rec = (name: string, lastSeen: number) => ({
+      id: `SHA256:${name}`,
+      names: [name],
+      keyComment: name,
+      keyType: "ssh-ed25519",
+      username: "d",
+      firstSeen: lastSeen,
+      lastSeen,
+      relayId: "relay-a",
+      online: false,
+      peer: "192.0.2.1:1",
+      bindings: [`${name}:22`],
+      connections: 0,
+      connectionsTotal: 0,
+      bytesIn: 0,
+      bytesOut: 0,
+      minutes: [],
+    });
+    const now = Date.now();
+    writeFileSync(
+      join(stateDir, "inventory.json"),
+      JSON.stringify({
+        v: 1,
+        devices: [rec("old", now - 31 * day), rec("enrolled", now - 90 * day), rec("recent", now - 29 * day)],
+        history: [],
+      }),
+    );
+    // The enrollment's record of an enrolled device (docs/enrollment.md: DIR/devices/<name>.json).
+    writeFileSync(join(stateDir, "devices", "enrolled.json"), "{}");
+    await f.start([], { stateDir, inventory: { relayId: "relay-a" } });
+    assert.deepEqual(
+      f.relay.devices
+        .list()
+        .devices.map((d) => d.names[0])
+        .sort(),
+      ["enrolled", "recent"],
+    );
+    await f.relay.close();
+    const file = JSON.parse(readFileSync(join(stateDir, "inventory.json"), "utf8")) as {
+      devices: { id: string }[];
+    };
+    assert.deepEqual(file.devices.map((d) => d.id).sort(), ["SHA256:enrolled", "SHA256:recent"]);
   });
 });
