@@ -161,24 +161,23 @@ export class DeviceInventory extends EventEmitter<DeviceInventoryEvents> {
 
   private detach: () => void = () => {};
 
-  /** Loads the stored records; this relay's own "online" ones are from a run that ended. */
+  /**
+   * Loads the stored records; this relay's own "online" ones are from a run
+   * that ended. A state directory is read before this resolves (a relay
+   * answers "offline since" from its first connection); the fleet's Redis is
+   * read in the background: waiting for it kept a --workers worker's port
+   * accepting and dropping connections ~100 ms longer before it served
+   * (test/relay/fleet-workers-cli.test.ts lost handshakes), and every record
+   * arrives within that anyway.
+   */
   async start(): Promise<void> {
     if (this.started) return;
     this.started = true;
-    const { records, history } = await this.opts.store.load();
-    this.history = history;
-    const now = this.now();
-    for (const r of records) {
-      if (r.online && r.relayId === this.opts.relayId && !this.live.has(r.id)) {
-        // Left online by this relay's previous run (a crash, kill -9): it is offline since then.
-        r.online = false;
-        r.connections = 0;
-        this.urgent.add(r.id);
-      }
-      if (!this.live.has(r.id)) this.put(r);
-    }
-    this.opts.store.onRemote?.((ids) => void this.remote(ids));
-    this.prune(now);
+    const store = this.opts.store;
+    const loading = store.load().then(({ records, history }) => this.loaded(records, history));
+    if (store.fetch) loading.catch(() => {});
+    else await loading;
+    store.onRemote?.((ids) => void this.remote(ids));
     const every = (ms: number, fn: () => void) => {
       const t = setInterval(fn, ms);
       t.unref();
@@ -187,8 +186,23 @@ export class DeviceInventory extends EventEmitter<DeviceInventoryEvents> {
     every(FLUSH_MS, () => void this.flush());
     every(PRUNE_EVERY_MS, () => this.prune(this.now()));
     every(60_000, () => void this.sample());
+  }
+
+  private loaded(records: DeviceRecord[], history: HistorySample[]): void {
+    if (this.closed) return;
+    this.history = [...history, ...this.history];
+    for (const r of records) {
+      if (this.live.has(r.id)) continue;
+      if (r.online && r.relayId === this.opts.relayId) {
+        // Left online by this relay's previous run (a crash, kill -9): it is offline since then.
+        r.online = false;
+        r.connections = 0;
+        this.urgent.add(r.id);
+      }
+      this.put(r);
+    }
+    this.prune(this.now());
     void this.sample();
-    void this.flush();
   }
 
   /** Writes what is pending, stops, and detaches. Devices online here stay "online on <this relay>" until its lease lapses. */
