@@ -215,8 +215,9 @@ export class SessionTunnels {
       return;
     }
     if (holders.length === 0) {
-      // A name never held stays "no tunnel"; one whose device is offline says so (issue 22).
-      const reason = this.host.offline?.(name) ?? `no tunnel ${name}:${port}`;
+      // A name never held stays "no tunnel"; one whose device is offline says so to an operator
+      // (issue 22). A peer relay gets "no tunnel": its own operator is told by its own relay.
+      const reason = (peer ? undefined : this.host.offline?.(name)) ?? `no tunnel ${name}:${port}`;
       rejectChannelOpen(conn, reject, OPEN_FAILURE.CONNECT_FAILED, reason);
       this.host.emit("tunnel-refused", { ...this.session.ref(), name, port, reason });
       record("no tunnel", "no_tunnel");
