@@ -22,6 +22,7 @@
  *   --wan [MS,...]     instead: the tunnels over a simulated WAN (bench/wan.ts, its own flags)
  *   --fleet            instead: N devices on one relay and on a fleet of three, and on two relays
  *                      each of three with operators through every relay (bench/fleet.ts, its own flags)
+ *   --inventory [N]    instead: issue 22's done-when with N devices (default 1,000; bench/inventory.ts)
  *
  * The local service and the remote client run in their own processes
  * (bench/peer.ts), ab in its own; this process only orchestrates and reads
@@ -417,6 +418,9 @@ async function main(): Promise<void> {
   if (process.argv.includes("--wan")) return (await import("./wan.js")).wan(process.argv.slice(2));
   // The fleet figures (bench/fleet.ts): devices against one relay and against three.
   if (process.argv.includes("--fleet")) return (await import("./fleet.js")).fleet(process.argv.slice(2));
+  // The fleet's inventory at full size (bench/inventory.ts): 1,000 devices over three relays.
+  if (process.argv.includes("--inventory"))
+    return (await import("./inventory.js")).inventory(process.argv.slice(2));
   const o = parseOptions(process.argv.slice(2));
   // The HTTP rows are ApacheBench's; say so before starting servers, not as a spawn ENOENT minutes in.
   if ((o.only.has("http-c1") || o.only.has("http-c50")) && !onPath("ab"))

@@ -6,13 +6,14 @@ export const RELAY_SYNOPSIS = `revtun relay --listen [host:]port --host-key FILE
                     [--metrics [host:]port] [--admin [host:]port] [--admin-token-file FILE]
                     [--gateway-ports] [--max-channels N] [--log-format text|json] [-v]
                     [--fleet redis://host:port[/db] --fleet-key FILE [--fleet-name NAME]
-                     [--fleet-password-file FILE] [--relay-id ID] [--advertise host:port]
-                     [--workers N]] [--ca-key FILE [--state-dir DIR]
-                     [--cert-validity DURATION]]
+                     [--fleet-password-file FILE] [--fleet-ca-file FILE] [--relay-id ID]
+                     [--advertise host:port] [--workers N]] [--state-dir DIR]
+                     [--ca-key FILE [--cert-validity DURATION]]
        revtun relay status [--json] [--admin host:port] [--admin-token-file FILE]
        revtun relay token --name NAME [--ttl DURATION] [--admin host:port] [--admin-token-file FILE]
        revtun relay revoke NAME [--admin host:port] [--admin-token-file FILE]
-       revtun relay devices [--json] [--admin host:port] [--admin-token-file FILE]`;
+       revtun relay devices [--state online|offline] [--name TEXT] [--enrolled] [--json]
+                            [--admin host:port] [--admin-token-file FILE]`;
 
 export const HELP = `usage: revtun [-N] [-v] [-q] [-p port] [-l login] [-i identity_file]... [-c ciphers]
               [-o Option=value]... [-F configfile] [-J [user@]host[:port][,...]]

@@ -40,7 +40,7 @@ import {
   openEnrollment,
   parseEnrollmentArgs,
 } from "./relay-enrollment-args.js";
-import { type FleetArgs, fleetAuthHint, fleetPassword, parseFleetArgs } from "./relay-fleet-args.js";
+import { type FleetArgs, fleetAuthHint, fleetCa, fleetPassword, parseFleetArgs } from "./relay-fleet-args.js";
 import {
   checkWorkerPorts,
   leaveCluster,
@@ -67,7 +67,10 @@ export const RELAY_USAGE = `usage: ${RELAY_SYNOPSIS}
   --max-channels N         forwarded connections one session may have open (default 256)
   --fleet redis://host:port[/db]
                            join a fleet of relays sharing tunnel names through this Redis
-                           (or the env REVTUN_FLEET); operators reach devices on any member
+                           (or the env REVTUN_FLEET); operators reach devices on any member;
+                           also rediss://[user@]host:port[/db] (TLS, verified) and
+                           redis+sentinel://host:port[,host:port]/primary-name[/db] (Sentinel)
+  --fleet-ca-file FILE     CA certificate(s), PEM, the rediss:// server's certificate must chain to
   --fleet-key FILE         the fleet's ed25519 private key (the same on every member, mode 600)
   --fleet-name NAME        the fleet's name, so several fleets share one Redis (keys under
                            revtun:NAME:; default revtun:)
@@ -80,6 +83,9 @@ export const RELAY_USAGE = `usage: ${RELAY_SYNOPSIS}
   --workers N              run N relay processes sharing the port, each a fleet member
                            <relay-id>-w<index> with its own peer port on the --advertise host;
                            worker i serves --admin and --metrics on port + i (needs --fleet)
+  --state-dir DIR          keep state that outlives the relay here, without --fleet (with --fleet
+                           it is in Redis): device records (DIR/inventory.json) and, with
+                           --ca-key, tokens and enrolled devices; created mode 700
 ${ENROLLMENT_USAGE}  --log-format text|json   log line format (default text)
   -v, --verbose            debug logging (every forwarded connection, ignored key options)
   -h, --help               this text
@@ -102,9 +108,11 @@ export const RELAY_OPTIONS = {
   "fleet-key": { type: "string" },
   "fleet-name": { type: "string" },
   "fleet-password-file": { type: "string" },
+  "fleet-ca-file": { type: "string" },
   "relay-id": { type: "string" },
   advertise: { type: "string" },
   workers: { type: "string" },
+  "state-dir": { type: "string" },
   ...ENROLLMENT_FLAGS,
   verbose: { type: "boolean", short: "v", multiple: true },
   help: { type: "boolean", short: "h" },
@@ -125,6 +133,7 @@ interface RelayArgs {
   verbose: boolean;
   fleet?: FleetArgs;
   workers: number;
+  stateDir?: string;
   enrollment?: EnrollmentArgs;
 }
 
@@ -206,6 +215,7 @@ export function parseRelayArgs(
     logFormat: format,
     verbose: Array.isArray(values.verbose) && values.verbose.length > 0,
     ...(fleet ? { fleet } : {}),
+    ...(typeof values["state-dir"] === "string" ? { stateDir: str("state-dir") } : {}),
     workers,
     ...(enrollment ? { enrollment } : {}),
   };
@@ -297,15 +307,22 @@ export async function relayCommand(
     const { relayStatusCommand } = await import("./relay-status-command.js");
     return relayStatusCommand(argv.slice(1), { env: {}, ...io });
   }
-  // Enrollment (docs/enrollment.md): each its own file, talking to the admin API.
-  const enrollmentCommands = {
+  // Enrollment (docs/enrollment.md) and the inventory: each its own file, talking to the admin API.
+  // `relay devices` lists the fleet's devices; `relay devices --enrolled` the enrolled ones.
+  const subcommands = {
     token: async () => (await import("./relay-token-command.js")).relayTokenCommand,
     revoke: async () => (await import("./relay-revoke-command.js")).relayRevokeCommand,
-    devices: async () => (await import("./relay-devices-command.js")).relayDevicesCommand,
+    devices: async () =>
+      argv.includes("--enrolled")
+        ? (await import("./relay-devices-command.js")).relayDevicesCommand
+        : (await import("./relay-status-command.js")).relayDevicesCommand,
   };
-  const sub = argv[0] as keyof typeof enrollmentCommands;
-  if (Object.hasOwn(enrollmentCommands, sub))
-    return (await enrollmentCommands[sub]())(argv.slice(1), { env: {}, ...io });
+  const sub = argv[0] as keyof typeof subcommands;
+  if (Object.hasOwn(subcommands, sub))
+    return (await subcommands[sub]())(
+      argv.slice(1).filter((a) => a !== "--enrolled"),
+      { env: {}, ...io },
+    );
   let args: RelayArgs | "help";
   try {
     args = parseRelayArgs(argv, io.env ?? {});
@@ -354,6 +371,7 @@ export async function relayCommand(
     try {
       fleetKey = await loadFleetKey(args.fleet.keyFile);
       password = await fleetPassword(args.fleet, io.env ?? {});
+      args.fleet.redis = { ...args.fleet.redis, ...(await fleetCa(args.fleet)) };
       // The primary asks once, so a wrong password is one line and exit 2, not N workers failing.
       if (primary)
         await probeRedisAuth(
@@ -456,6 +474,7 @@ export async function relayCommand(
         : {}),
       gatewayPorts: args.gatewayPorts,
       ...(args.maxChannels !== undefined ? { limits: { maxChannelsPerSession: args.maxChannels } } : {}),
+      ...(args.stateDir !== undefined ? { stateDir: args.stateDir } : {}),
       ...(args.fleet && fleetKey && relayId
         ? {
             fleet: {

@@ -1,6 +1,6 @@
 /**
  * `revtun relay devices [--json]`: the enrolled devices (admin API, GET
- * /api/devices): name, key fingerprint, certificate serial and expiry,
+ * /api/enrollments): name, key fingerprint, certificate serial and expiry,
  * enrolled at, revoked.
  */
 import type { DeviceRecord } from "../relay/enrollment/store.js";
@@ -12,7 +12,7 @@ import { exitCodeFor, type Io } from "./process.js";
 
 export const RELAY_DEVICES_USAGE = `usage: revtun relay devices [--json] [--admin host:port] [--admin-token-file FILE]
 
-  --json                   the devices as JSON, as /api/devices serves them
+  --json                   the devices as JSON, as /api/enrollments serves them
 ${ADMIN_USAGE}  -h, --help               this text
 `;
 
@@ -57,7 +57,7 @@ export async function relayDevicesCommand(
     return 0;
   }
   try {
-    const answer = (await adminCall(await adminTarget(values, io.env), "GET", "/api/devices")) as {
+    const answer = (await adminCall(await adminTarget(values, io.env), "GET", "/api/enrollments")) as {
       devices?: DeviceRecord[];
     };
     if (!Array.isArray(answer.devices)) throw new RevtunError("CONNECT", "the relay's answer has no devices");

@@ -1,6 +1,6 @@
 /**
  * `revtun relay`'s enrollment flags (docs/enrollment.md): --ca-key FILE,
- * --cert-validity DURATION, --state-dir DIR. Parsing names the offending
+ * --cert-validity DURATION, and the --state-dir DIR that relay-command.ts declares. Parsing names the offending
  * flag (USAGE); loading the CA key and opening the store happen at startup
  * (CONFIG), like the fleet's secrets.
  */
@@ -27,15 +27,12 @@ export interface EnrollmentArgs {
 export const ENROLLMENT_FLAGS = {
   "ca-key": { type: "string" },
   "cert-validity": { type: "string" },
-  "state-dir": { type: "string" },
 } as const;
 
 export const ENROLLMENT_USAGE = `  --ca-key FILE            be the fleet's certificate authority for enrolled devices: an
                            OpenSSH private key, mode 600, the same file on every relay
   --cert-validity DURATION devices' certificates last this long, renewed at half (default 30d;
                            at least 10s; 30s, 10m, 12h, 7d, 2w)
-  --state-dir DIR          where tokens and enrolled devices are kept without --fleet
-                           (with --fleet they are in Redis)
 `;
 
 export function parseEnrollmentArgs(
@@ -46,8 +43,8 @@ export function parseEnrollmentArgs(
   const validity = values["cert-validity"];
   const stateDir = values["state-dir"];
   if (typeof ca !== "string" || ca === "") {
-    for (const f of ["cert-validity", "state-dir"])
-      if (values[f] !== undefined) throw new RevtunError("USAGE", `--${f} needs --ca-key`);
+    if (values["cert-validity"] !== undefined)
+      throw new RevtunError("USAGE", "--cert-validity needs --ca-key");
     return undefined;
   }
   let certValidityMs = DEFAULT_CERT_VALIDITY_MS;

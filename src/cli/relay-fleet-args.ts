@@ -4,6 +4,7 @@
  * --relay-id, --advertise. Parsing names the offending flag or variable in
  * one line (USAGE); loading the secrets is separate, at startup (CONFIG).
  */
+import { readFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import { parseFleetUrl, type RedisTarget } from "../relay/fleet/fleet-options.js";
 import { loadFleetPassword } from "../relay/fleet/fleet-secrets.js";
@@ -23,11 +24,20 @@ export interface FleetArgs {
   /** `--fleet-name NAME`: Redis key prefix `revtun:NAME:`; absent, "revtun:". */
   prefix?: string;
   passwordFile?: string;
+  /** `--fleet-ca-file FILE`: PEM CA certificate(s) the rediss:// server's certificate must chain to. */
+  caFile?: string;
 }
 
 const WILDCARDS = new Set(["", "*", "0.0.0.0", "::"]);
 const FLEET_NAME = /^[A-Za-z0-9_.-]{1,32}$/;
-const FLEET_ONLY = ["fleet-key", "fleet-name", "fleet-password-file", "relay-id", "advertise"];
+const FLEET_ONLY = [
+  "fleet-key",
+  "fleet-name",
+  "fleet-password-file",
+  "fleet-ca-file",
+  "relay-id",
+  "advertise",
+];
 
 /** The --fleet group; REVTUN_FLEET stands in for --fleet (the CLI reads the environment; the library never does). */
 export function parseFleetArgs(
@@ -60,6 +70,10 @@ export function parseFleetArgs(
     throw new RevtunError("USAGE", `bad --fleet-name ${quote(name)}: expected 1-32 of A-Z a-z 0-9 . _ -`);
   const passwordFile = values["fleet-password-file"];
   if (passwordFile === "") throw new RevtunError("USAGE", "--fleet-password-file needs a file name");
+  const caFile = values["fleet-ca-file"];
+  if (caFile === "") throw new RevtunError("USAGE", "--fleet-ca-file needs a file name");
+  if (typeof caFile === "string" && !redis.tls)
+    throw new RevtunError("USAGE", `--fleet-ca-file needs a TLS address: rediss:// or rediss+sentinel://`);
   const given = values.advertise;
   let host: string;
   let port: number;
@@ -87,7 +101,22 @@ export function parseFleetArgs(
     advertiseHost: host,
     ...(typeof name === "string" ? { prefix: `revtun:${name}:` } : {}),
     ...(typeof passwordFile === "string" ? { passwordFile } : {}),
+    ...(typeof caFile === "string" ? { caFile } : {}),
   };
+}
+
+/** The CA for rediss:// (--fleet-ca-file), read at startup; a file without a certificate is a CONFIG error naming it. */
+export async function fleetCa(fleet: FleetArgs): Promise<Partial<RedisTarget>> {
+  if (fleet.caFile === undefined) return {};
+  let pem: string;
+  try {
+    pem = await readFile(fleet.caFile, "utf8");
+  } catch (err) {
+    throw new RevtunError("CONFIG", `cannot read --fleet-ca-file ${fleet.caFile}: ${(err as Error).message}`);
+  }
+  if (!pem.includes("-----BEGIN CERTIFICATE-----"))
+    throw new RevtunError("CONFIG", `--fleet-ca-file ${fleet.caFile} holds no PEM certificate`);
+  return { tls: { ca: pem } };
 }
 
 /**

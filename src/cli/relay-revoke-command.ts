@@ -1,6 +1,6 @@
 /**
  * `revtun relay revoke NAME`: the running relay (admin API, POST
- * /api/devices/NAME/revoke) revokes the device's enrollment: its
+ * /api/enrollments/NAME/revoke) revokes the device's enrollment: its
  * certificates are refused, its sessions on every relay of the fleet close,
  * and the name is free for a new token.
  */
@@ -45,7 +45,7 @@ export async function relayRevokeCommand(
     const answer = (await adminCall(
       target,
       "POST",
-      `/api/devices/${encodeURIComponent(name)}/revoke`,
+      `/api/enrollments/${encodeURIComponent(name)}/revoke`,
       {},
     )) as {
       device?: { name?: unknown; fingerprint?: unknown };

@@ -1,17 +1,21 @@
 /**
- * `revtun relay status`: the running relay's inventory (its admin API's
- * /api/sessions) as a table, one row per session, or as JSON. Exit 0; 255
- * with one line when the admin API cannot be reached or refuses; 2 for bad
- * flags.
+ * `revtun relay status`: the running relay's sessions (its admin API's
+ * /api/sessions) as a table, one row per session, then every device of the
+ * fleet (/api/devices: held by this worker, the others and other relays,
+ * online and offline), or the sessions as JSON. `revtun relay devices`: the
+ * devices alone, with filters, or as JSON. Exit 0; 255 with one line when
+ * the admin API cannot be reached or refuses; 2 for bad flags.
  */
 
 import http from "node:http";
 import type { ParseArgsConfig } from "node:util";
 import { DEFAULT_ADMIN_PORT } from "../relay/admin/admin-server.js";
 import type { SessionRecord } from "../relay/admin/inventory.js";
+import type { DevicePage, DeviceView } from "../relay/inventory/devices.js";
 import { formatHostPort } from "../shared/address.js";
 import { RevtunError } from "../shared/errors.js";
 import { parseListen } from "../shared/metrics-server.js";
+import { formatBytes as bytes, formatDeviceCounts, formatDevices } from "./devices-format.js";
 import { parseLongOptions } from "./long-options.js";
 import { exitCodeFor, type Io, readSecret } from "./process.js";
 
@@ -21,7 +25,31 @@ export const RELAY_STATUS_USAGE = `usage: revtun relay status [--json] [--admin 
   --admin-token-file FILE  bearer token (first line); or the env REVTUN_ADMIN_TOKEN
   --json                   the inventory as JSON, as /api/sessions serves it
   -h, --help               this text
+
+Then every device of the fleet (revtun relay devices lists them alone).
 `;
+
+export const RELAY_DEVICES_USAGE = `usage: revtun relay devices [--state online|offline] [--name TEXT] [--json] [--admin host:port] [--admin-token-file FILE]
+
+  every device of the fleet, online and offline, wherever it is (relay, worker) or was last seen
+  --state online|offline   only those
+  --name TEXT              only devices whose name, key comment, fingerprint or binding contains TEXT
+  --admin [host:]port      the relay's --admin address (default 127.0.0.1:${DEFAULT_ADMIN_PORT})
+  --admin-token-file FILE  bearer token (first line); or the env REVTUN_ADMIN_TOKEN
+  --json                   the devices as JSON, as /api/devices serves them
+  -h, --help               this text
+`;
+
+export const RELAY_DEVICES_OPTIONS = {
+  ...{
+    admin: { type: "string" },
+    "admin-token-file": { type: "string" },
+    json: { type: "boolean" },
+    help: { type: "boolean", short: "h" },
+  },
+  state: { type: "string" },
+  name: { type: "string" },
+} as const satisfies ParseArgsConfig["options"];
 
 export const RELAY_STATUS_OPTIONS = {
   admin: { type: "string" },
@@ -35,7 +63,7 @@ const TIMEOUT_MS = 5_000;
 /** An inventory is a few hundred bytes a session; this is ~30 000 sessions. */
 const MAX_BODY = 16 * 1024 * 1024;
 
-function get(host: string, port: number, token: string | undefined): Promise<string> {
+function get(host: string, port: number, token: string | undefined, path = "/api/sessions"): Promise<string> {
   return new Promise((resolve, reject) => {
     const where = formatHostPort(host, port);
     const fail = (why: string) =>
@@ -44,7 +72,7 @@ function get(host: string, port: number, token: string | undefined): Promise<str
       {
         host,
         port,
-        path: "/api/sessions",
+        path,
         headers: token ? { authorization: `Bearer ${token}` } : {},
         timeout: TIMEOUT_MS,
       },
@@ -85,15 +113,38 @@ function get(host: string, port: number, token: string | undefined): Promise<str
   });
 }
 
-function bytes(n: number): string {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let i = 0;
-  let v = n;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
+/** Pages of 1,000 at most this many: 100,000 devices. */
+const MAX_PAGES = 100;
+
+/** Every device matching `filter` (state=...&name=...), page after page. */
+async function allDevices(
+  host: string,
+  port: number,
+  token: string | undefined,
+  filter: URLSearchParams,
+): Promise<{ devices: DeviceView[]; counts: DevicePage["counts"] }> {
+  const devices: DeviceView[] = [];
+  let counts: DevicePage["counts"] = { online: 0, offline: 0 };
+  for (let page = 1; page <= MAX_PAGES; page++) {
+    const q = new URLSearchParams(filter);
+    q.set("page", String(page));
+    q.set("per_page", "1000");
+    const text = await get(host, port, token, `/api/devices?${q}`);
+    let body: DevicePage & { pages: number };
+    try {
+      body = JSON.parse(text) as DevicePage & { pages: number };
+      if (!Array.isArray(body.devices) || typeof body.pages !== "number") throw new Error("no devices array");
+    } catch (err) {
+      throw new RevtunError(
+        "CONNECT",
+        `the admin API's answer is not a device list: ${(err as Error).message}`,
+      );
+    }
+    devices.push(...body.devices);
+    counts = body.counts;
+    if (page >= body.pages) break;
   }
-  return i === 0 ? `${v} B` : `${v.toFixed(1)} ${units[i]}`;
+  return { devices, counts };
 }
 
 /** Control characters in device-supplied strings (key comments) must not drive the terminal. */
@@ -156,10 +207,65 @@ export async function relayStatusCommand(
         `the admin API's answer is not an inventory: ${(err as Error).message}`,
       );
     }
-    io.stdout.write(values.json ? `${JSON.stringify(body.sessions, null, 2)}\n` : formatTable(body.sessions));
+    if (values.json) {
+      io.stdout.write(`${JSON.stringify(body.sessions, null, 2)}\n`);
+      return 0;
+    }
+    const fleet = await allDevices(host, where.port, token, new URLSearchParams());
+    io.stdout.write(
+      `${formatTable(body.sessions)}\n${formatDeviceCounts(fleet.counts)}${formatDevices(fleet.devices)}`,
+    );
     return 0;
   } catch (err) {
     io.stderr.write(`revtun relay status: ${(err as Error).message}\n`);
+    return exitCodeFor(err);
+  }
+}
+
+export async function relayDevicesCommand(
+  argv: string[],
+  io: Pick<Io, "stdout" | "stderr" | "env">,
+): Promise<number> {
+  let values: {
+    admin?: string;
+    "admin-token-file"?: string;
+    json?: boolean;
+    help?: boolean;
+    state?: string;
+    name?: string;
+  };
+  let where: { host: string; port: number };
+  try {
+    values = parseLongOptions(argv, RELAY_DEVICES_OPTIONS) as typeof values;
+    if (values.state !== undefined && values.state !== "online" && values.state !== "offline")
+      throw new RevtunError("USAGE", `--state ${JSON.stringify(values.state)}: expected online or offline`);
+    where = values.admin
+      ? parseListen(values.admin, "--admin")
+      : { host: "127.0.0.1", port: DEFAULT_ADMIN_PORT };
+  } catch (err) {
+    io.stderr.write(`revtun relay devices: ${(err as Error).message}\n${RELAY_DEVICES_USAGE}`);
+    return 2;
+  }
+  if (values.help) {
+    io.stdout.write(RELAY_DEVICES_USAGE);
+    return 0;
+  }
+  try {
+    const token =
+      (await readSecret(values["admin-token-file"], io.env.REVTUN_ADMIN_TOKEN))?.trim() || undefined;
+    const host = where.host === "0.0.0.0" ? "127.0.0.1" : where.host === "::" ? "::1" : where.host;
+    const filter = new URLSearchParams();
+    if (values.state) filter.set("state", values.state);
+    if (values.name) filter.set("name", values.name);
+    const fleet = await allDevices(host, where.port, token, filter);
+    io.stdout.write(
+      values.json
+        ? `${JSON.stringify(fleet.devices, null, 2)}\n`
+        : `${formatDeviceCounts(fleet.counts)}${formatDevices(fleet.devices)}`,
+    );
+    return 0;
+  } catch (err) {
+    io.stderr.write(`revtun relay devices: ${(err as Error).message}\n`);
     return exitCodeFor(err);
   }
 }

@@ -55,6 +55,8 @@ export interface SessionInfo extends SessionRef {
   keyComment: string;
   keyType: string;
   username: string;
+  /** The client's SSH version line (`SSH-2.0-OpenSSH_9.2p1 Debian-2`), bounded like every record string. */
+  clientVersion?: string;
 }
 
 export interface ForwardInfo extends SessionRef {

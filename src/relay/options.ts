@@ -7,6 +7,7 @@ import { RevtunError } from "../shared/errors.js";
 import type { EnrollmentOptions } from "./enrollment/enrollment.js";
 import type { FleetKey } from "./fleet/fleet-key.js";
 import { type FleetTimings, fleetTimings, type RedisTarget } from "./fleet/fleet-options.js";
+import type { InventoryOptions } from "./inventory/devices.js";
 
 /** Membership of a relay fleet (fleet/index.ts): names bound here are reachable through every member. */
 export interface RelayFleetOptions {
@@ -164,6 +165,10 @@ export interface RelayOptions {
   fleet?: RelayFleetOptions;
   /** Be the fleet's certificate authority for enrolled devices (docs/enrollment.md). */
   enrollment?: EnrollmentOptions;
+  /** A directory for state that outlives the process (device records: inventory/file-store.ts). */
+  stateDir?: string;
+  /** The device inventory's retention and, outside a fleet, this relay's name (inventory/index.ts). */
+  inventory?: InventoryOptions;
 }
 
 export const DEFAULT_LIMITS: RelayLimits = {

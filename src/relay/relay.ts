@@ -32,6 +32,7 @@ import type { RelayEvents } from "./events.js";
 import { FleetMember } from "./fleet/member.js";
 import { forwardInfo } from "./forwarding.js";
 import { checkHostCertificate } from "./host-certificate.js";
+import { createDeviceInventory, type DeviceInventory } from "./inventory/index.js";
 import { RelayMetrics } from "./metrics.js";
 import { tunnelKey } from "./names.js";
 import { type RelayOptions, type ResolvedRelayOptions, resolveRelayOptions } from "./options.js";
@@ -89,6 +90,8 @@ export class Relay extends EventEmitter<RelayEvents> {
   private readonly fleet: FleetMember | undefined;
   /** With options.enrollment (--ca-key): tokens, enrollment, renewal, revocation. */
   readonly enrollment: Enrollment | undefined;
+  /** Every device of the fleet, online or not (inventory/devices.ts). */
+  readonly devices: DeviceInventory;
 
   constructor(options: RelayOptions) {
     super();
@@ -136,6 +139,9 @@ export class Relay extends EventEmitter<RelayEvents> {
       });
     }
     this.host = this.sessionHost();
+    this.devices = createDeviceInventory(this.options, options, this.fleet);
+    this.devices.attach(this);
+    this.devices.registerMetrics(this.metrics.registry);
   }
 
   /** A device record changed (revoked, re-enrolled, here or on another relay): its other sessions end. */
@@ -231,7 +237,7 @@ export class Relay extends EventEmitter<RelayEvents> {
           // already compressed or encrypted, so nothing is lost.
           algorithms: { compress: ["none"] },
         },
-        (conn, info) => this.onSshConnection(conn, info.ip, info.port),
+        (conn, info) => this.onSshConnection(conn, info.ip, info.port, info.header?.identRaw),
       );
     } catch (err) {
       this.state = "closed";
@@ -282,6 +288,14 @@ export class Relay extends EventEmitter<RelayEvents> {
         this.peerTcp?.close();
         throw err;
       });
+    // After the fleet's password probe; before "listening", so no session is missed.
+    await this.devices.start().catch((err: unknown) => {
+      this.state = "closed";
+      this.tcp?.close();
+      this.peerTcp?.close();
+      void this.fleet?.close();
+      throw err;
+    });
     this.state = "listening";
     if (this.options.watchAuthorizedKeys) this.watchKeys();
     const fleetAddress = this.fleet?.registry.self.address;
@@ -440,7 +454,8 @@ export class Relay extends EventEmitter<RelayEvents> {
     await Promise.all(sessions.map((s) => s.finished));
     clearTimeout(grace);
     await tcpClosed;
-    // After the sessions: their names' withdrawals go out first, then the lease.
+    // After the sessions: their devices' "offline" and names' withdrawals go out first, then the lease.
+    await this.devices.close();
     await this.fleet?.close();
     await this.enrollment?.close();
     this.state = "closed";
@@ -592,7 +607,7 @@ export class Relay extends EventEmitter<RelayEvents> {
    * only the socket's remote address to tell which socket it is; that pair
    * is unique among the listener's open sockets.
    */
-  private onSshConnection(conn: Connection, ip: string, port: number): void {
+  private onSshConnection(conn: Connection, ip: string, port: number, version?: string): void {
     const key = `${ip}|${port}`;
     const session = this.awaitingSsh.get(key);
     this.awaitingSsh.delete(key);
@@ -601,6 +616,7 @@ export class Relay extends EventEmitter<RelayEvents> {
       conn.end();
       return;
     }
+    if (version !== undefined) session.clientVersion = version;
     session.attach(conn);
   }
 
@@ -650,6 +666,7 @@ export class Relay extends EventEmitter<RelayEvents> {
       holders: (name, port) => this.bindings.holders(name, port),
       fleet: this.fleet,
       enrollment: this.enrollment,
+      offline: (name) => this.devices.offlineLine(name),
       closed: (s) => {
         this.sessions.delete(s);
       },

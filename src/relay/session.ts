@@ -58,6 +58,8 @@ export class RelaySession {
   certificateName: string | undefined;
   /** Enrollment channels opened on this connection (at most one). */
   private enrollChannels = 0;
+  /** The client's SSH version line, as it sent it (the device inventory keeps it). */
+  clientVersion: string | undefined;
   /** Set once the session is being closed; the reason reported when it is. */
   closing: string | undefined;
   readonly finished: Promise<void>;
@@ -122,6 +124,7 @@ export class RelaySession {
       // A certificate session names the certificate type (sshd: ED25519-CERT), not its CA line's.
       keyType: this.certificate?.type ?? this.key?.type ?? "",
       username: this.username,
+      ...(this.clientVersion !== undefined ? { clientVersion: this.clientVersion } : {}),
     };
   }
 

@@ -27,6 +27,8 @@ export interface TunnelHost {
   emit<K extends keyof RelayEvents>(event: K, ...args: RelayEvents[K]): boolean;
   /** Set when the relay is in a fleet (relay.ts). */
   readonly fleet?: TunnelFleet | undefined;
+  /** `device42 is offline (last seen ... on relay-b)` for a name whose device is known and offline (inventory/devices.ts). */
+  offline?(name: string): string | undefined;
 }
 
 /** What tunnels need of the fleet: who is a peer, and a channel through another relay. */
@@ -190,12 +192,19 @@ export class SessionTunnels {
         },
         (err: Error) => {
           this.live.delete(accept);
-          const why = [...localFailures, boundText(err.message)].join("; ");
+          // No holder anywhere, and the fleet's inventory knows the device: say it is offline, and since when.
+          const offline = localFailures.length === 0 ? this.host.offline?.(name) : undefined;
+          const why = offline ?? [...localFailures, boundText(err.message)].join("; ");
           if (this.session.closing) {
             record("operator session closing", "open_failed");
             return;
           }
-          rejectChannelOpen(conn, reject, OPEN_FAILURE.CONNECT_FAILED, `tunnel ${name}:${port}: ${why}`);
+          rejectChannelOpen(
+            conn,
+            reject,
+            OPEN_FAILURE.CONNECT_FAILED,
+            offline ?? `tunnel ${name}:${port}: ${why}`,
+          );
           if (localFailures.length === 0)
             this.host.emit("tunnel-refused", { ...this.session.ref(), name, port, reason: why });
           record(
@@ -210,7 +219,9 @@ export class SessionTunnels {
       return;
     }
     if (holders.length === 0) {
-      const reason = `no tunnel ${name}:${port}`;
+      // A name never held stays "no tunnel"; one whose device is offline says so to an operator
+      // (issue 22). A peer relay gets "no tunnel": its own operator is told by its own relay.
+      const reason = (peer ? undefined : this.host.offline?.(name)) ?? `no tunnel ${name}:${port}`;
       rejectChannelOpen(conn, reject, OPEN_FAILURE.CONNECT_FAILED, reason);
       this.host.emit("tunnel-refused", { ...this.session.ref(), name, port, reason });
       record("no tunnel", "no_tunnel");

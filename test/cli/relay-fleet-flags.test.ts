@@ -49,7 +49,7 @@ describe("revtun relay fleet flags", () => {
       [
         ["--fleet", "http://h:1"],
         {},
-        /--fleet `http:\/\/h:1` \(string\): the scheme must be redis:\/\/, not http:\/\//,
+        /--fleet `http:\/\/h:1` \(string\): the scheme must be redis:\/\/, rediss:\/\/ or redis\+sentinel:\/\/, not http:\/\//,
         "usage",
       ],
       [["--fleet", "redis://h"], {}, /--fleet `redis:\/\/h` \(string\): no port/, "usage"],

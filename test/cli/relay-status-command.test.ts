@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { relayCommand } from "../../src/cli/relay-command.js";
-import { relayStatusCommand } from "../../src/cli/relay-status-command.js";
+import { relayDevicesCommand, relayStatusCommand } from "../../src/cli/relay-status-command.js";
 import { type AdminServer, startAdminServer } from "../../src/relay/admin/admin-server.js";
 import { Revtun, runInProcess } from "../helpers/cli.js";
 import { bannerServer, listen, RelayFixture, withTimeout } from "../helpers/relay.js";
@@ -36,8 +36,39 @@ describe("revtun relay status", () => {
         REVTUN_ADMIN_TOKEN: "tok-123",
       });
       assert.equal(table.code, 0, table.stderr);
-      const lines = table.stdout.trimEnd().split("\n");
+      const [sessionsPart, devicesPart] = table.stdout.split("\n\n");
+      const lines = (sessionsPart ?? "").trimEnd().split("\n");
       assert.equal(lines.length, 2, table.stdout);
+      // Then the fleet's devices (here, this relay's one).
+      const dev = (devicesPart ?? "").trimEnd().split("\n");
+      assert.equal(dev[0], "1 device(s): 1 online, 0 offline");
+      assert.match(
+        dev[1] ?? "",
+        /^DEVICE\s+STATE\s+RELAY\s+LAST SEEN\s+KEY\s+FINGERPRINT\s+BINDINGS\s+CONNS\s+IN\s+OUT$/,
+      );
+      assert.match(
+        dev[2] ?? "",
+        new RegExp(`^-\\s+online\\s+\\S+\\s+now\\s+pump-station-7\\s+\\S+\\s+localhost:${port}\\s+0`),
+      );
+
+      // `relay devices`: the devices alone, filtered; and as JSON.
+      const devices = await runInProcess(relayDevicesCommand, ["--admin", where, "--state", "offline"], {
+        REVTUN_ADMIN_TOKEN: "tok-123",
+      });
+      assert.equal(devices.code, 0, devices.stderr);
+      assert.equal(devices.stdout, "1 device(s): 1 online, 0 offline\nno devices\n");
+      const dj = await runInProcess(relayCommand, ["devices", "--json", "--admin", where, "--name", "pump"], {
+        REVTUN_ADMIN_TOKEN: "tok-123",
+      });
+      assert.equal(dj.code, 0, dj.stderr);
+      const listed = JSON.parse(dj.stdout) as { keyComment: string; state: string; bindings: string[] }[];
+      assert.deepEqual(
+        listed.map((d) => [d.keyComment, d.state, d.bindings]),
+        [["pump-station-7", "online", [`localhost:${port}`]]],
+      );
+      const badState = await runInProcess(relayDevicesCommand, ["--state", "gone"]);
+      assert.equal(badState.code, 2);
+      assert.match(badState.stderr, /^revtun relay devices: --state "gone": expected online or offline\n/);
       assert.match(lines[0] ?? "", /^KEY\s+FINGERPRINT\s+PEER\s+SINCE\s+BINDINGS\s+CONNS\s+IN\s+OUT$/);
       const fp = f.relay.authenticatedSessions()[0]?.fingerprint.slice(7, 19) ?? "?";
       assert.match(
@@ -173,7 +204,7 @@ describe("revtun relay --admin", () => {
         REVTUN_ADMIN_TOKEN: "env-token",
       });
       assert.equal(r.code, 0, r.stderr);
-      assert.equal(r.stdout, "no sessions\n");
+      assert.equal(r.stdout, "no sessions\n\n0 device(s): 0 online, 0 offline\nno devices\n");
     } finally {
       if (relay?.proc.pid && relay.proc.exitCode === null) {
         relay.proc.kill("SIGTERM");

@@ -91,13 +91,13 @@ export async function reach(port: number, key: string, data: Buffer, name = "dev
 }
 
 /** Retries `reach` every 100 ms until it echoes or `ms` passes; returns the time it took. */
-export async function reachWithin(port: number, key: string, ms: number): Promise<number> {
+export async function reachWithin(port: number, key: string, ms: number, name = "device42"): Promise<number> {
   const t0 = performance.now();
   const data = random(1000);
   let last: unknown;
   for (let i = 0; i < 200 && performance.now() - t0 < ms; i++) {
     try {
-      if ((await reach(port, key, data)).equals(data)) return performance.now() - t0;
+      if ((await reach(port, key, data, name)).equals(data)) return performance.now() - t0;
     } catch (err) {
       last = err;
     }

@@ -220,8 +220,10 @@ describe("relay admin API", () => {
         await ev.waitFor(() => ev.events.some((e) => e.event === "forwarded-closed"), "forwarded-closed");
         await ssh.kill();
         await ev.waitFor(() => ev.events.some((e) => e.event === "session-closed"), "session-closed");
+        // The relay's own events in order; the inventory's batched `devices` events interleave (devices-api.ts).
+        const relayEvents = ev.events.filter((e) => e.event !== "devices");
         assert.deepEqual(
-          ev.events.map((e) => e.event),
+          relayEvents.map((e) => e.event),
           [
             "session-opened",
             "forward-bound",
@@ -231,9 +233,17 @@ describe("relay admin API", () => {
             "session-closed",
           ],
         );
-        const closedConn = ev.events[3]?.data;
+        const closedConn = relayEvents[3]?.data;
         assert.equal(closedConn?.bytesOut, 3, "the banner, from the device");
-        assert.equal(ev.events[0]?.data.keyComment, "revtun-test");
+        assert.equal(relayEvents[0]?.data.keyComment, "revtun-test");
+        await ev.waitFor(
+          () =>
+            ev.events.some(
+              (e) =>
+                e.event === "devices" && (e.data.counts as { offline?: number } | undefined)?.offline === 1,
+            ),
+          "a devices event with the device offline",
+        );
         await ev.waitFor(() => ev.comments.includes("heartbeat"), "a heartbeat comment", 2_000);
         assert.ok(ev.comments.includes("connected"));
         ev.close();

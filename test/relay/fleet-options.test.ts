@@ -20,12 +20,41 @@ describe("fleet options", () => {
     assert.deepEqual(parseFleetUrl("redis://[::1]:6379/"), { host: "::1", port: 6379, db: 0 });
   });
 
+  test("rediss://, an ACL user name, redis+sentinel://", () => {
+    assert.deepEqual(parseFleetUrl("rediss://revtun@redis.internal:6380/2"), {
+      host: "redis.internal",
+      port: 6380,
+      db: 2,
+      username: "revtun",
+      tls: {},
+    });
+    assert.deepEqual(parseFleetUrl("redis+sentinel://10.0.0.1:26379,[::1]:26380/fleet-primary/1"), {
+      host: "10.0.0.1",
+      port: 26379,
+      db: 1,
+      sentinel: {
+        name: "fleet-primary",
+        sentinels: [
+          { host: "10.0.0.1", port: 26379 },
+          { host: "::1", port: 26380 },
+        ],
+      },
+    });
+    assert.deepEqual(parseFleetUrl("rediss+sentinel://ops@s1:26379/p").tls, {});
+    assert.equal(parseFleetUrl("rediss+sentinel://ops@s1:26379/p").username, "ops");
+  });
+
   test("bad values: one line naming the value and where it came from", () => {
     const bad: [string, RegExp][] = [
       ["", /empty/],
       ["10.0.0.5:6379", /scheme must be redis:\/\/|not a URL/],
-      ["http://h:1", /scheme must be redis:\/\/, not http:\/\//],
-      ["rediss://h:1", /TLS \(rediss:\/\/\) is not supported/],
+      ["http://h:1", /scheme must be redis:\/\/, rediss:\/\/ or redis\+sentinel:\/\/, not http:\/\//],
+      ["rediss://h", /no port/],
+      ["redis+sentinel://h:1", /a sentinel URL is redis\+sentinel:\/\/host:port/],
+      ["redis+sentinel://h:1,g/mymaster", /the sentinel g has no port/],
+      ["redis+sentinel://h:1/my master", /the primary name my master is not/],
+      ["redis+sentinel://u:***@h:1/m", /credentials/],
+      ["redis://us%20er@h:1", /the user name is not/],
       ["redis://h", /no port/],
       ["redis://h:0", /out of range/],
       ["redis://h:1/x", /database x is not a number/],

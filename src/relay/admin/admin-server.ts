@@ -22,6 +22,7 @@ import { RevtunError } from "../../shared/errors.js";
 import { type Health, sendMetrics } from "../../shared/metrics-server.js";
 import type { RelayEventName } from "../events.js";
 import type { Relay } from "../relay.js";
+import { devicesEvent, serveDevices } from "./devices-api.js";
 import { isEnrollmentPath, serveEnrollmentApi } from "./enrollment-api.js";
 import { Inventory, type SessionRecord } from "./inventory.js";
 import { SseHub } from "./sse.js";
@@ -149,6 +150,9 @@ export function startAdminServer(opts: AdminServerOptions): Promise<AdminServer>
   const on = relay.on as (e: RelayEventName, fn: (x: unknown) => void) => Relay;
   const off = relay.off as (e: RelayEventName, fn: (x: unknown) => void) => Relay;
   for (const [name, fn] of listeners) on.call(relay, name, fn);
+  // The fleet's devices (devices-api.ts): batched by the inventory, a few events a second at most.
+  const onDevices = (ids: string[] | "all") => hub.send("devices", devicesEvent(relay.devices, ids));
+  relay.devices.on("changed", onDevices);
   const maxEventClients = opts.maxEventClients ?? 64;
   const health =
     opts.health ??
@@ -160,7 +164,7 @@ export function startAdminServer(opts: AdminServerOptions): Promise<AdminServer>
 
   const server = http.createServer((req, res) => {
     const path = (req.url ?? "/").split("?")[0] ?? "/";
-    // Enrollment (POST /api/tokens, /api/devices...): its own file, the same token.
+    // Enrollment (POST /api/tokens, /api/enrollments...): its own file, the same token.
     if (isEnrollmentPath(path))
       return serveEnrollmentApi(
         relay,
@@ -205,6 +209,7 @@ export function startAdminServer(opts: AdminServerOptions): Promise<AdminServer>
       res.end(`${JSON.stringify(body)}\n`);
       return;
     }
+    if (serveDevices(relay.devices, path, (req.url ?? "").split("?")[1] ?? "", res)) return;
     if (path === "/api/events") {
       if (hub.size >= maxEventClients) {
         res.writeHead(503, { "content-type": "text/plain", "retry-after": "10" });
@@ -220,7 +225,7 @@ export function startAdminServer(opts: AdminServerOptions): Promise<AdminServer>
     }
     res
       .writeHead(404, { "content-type": "text/plain" })
-      .end("not found: try /, /api/sessions, /api/events, /metrics or /healthz\n");
+      .end("not found: try /, /api/sessions, /api/devices, /api/events, /metrics or /healthz\n");
   });
   server.keepAliveTimeout = 5_000;
   // Bounded: a client that opens sockets and sends nothing is cut off.
@@ -232,6 +237,7 @@ export function startAdminServer(opts: AdminServerOptions): Promise<AdminServer>
 
   const teardown = () => {
     for (const [name, fn] of listeners) off.call(relay, name, fn);
+    relay.devices.off("changed", onDevices);
     inventory.close();
     hub.close();
   };

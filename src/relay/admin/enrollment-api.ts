@@ -3,8 +3,8 @@
  * bearer token as the rest of admin-server.ts:
  *
  *   POST /api/tokens                  {"name":"device42","ttl":"1h"} -> {"token","name","expiresAt"}
- *   GET  /api/devices                 -> {"devices":[DeviceRecord...]}
- *   POST /api/devices/NAME/revoke     -> {"device":DeviceRecord}, 404 for an unknown name
+ *   GET  /api/enrollments               -> {"devices":[DeviceRecord...]}
+ *   POST /api/enrollments/NAME/revoke     -> {"device":DeviceRecord}, 404 for an unknown name
  *
  * POSTs must say `content-type: application/json`: a web page can send a
  * cross-origin "simple" POST (text/plain, form) without asking, but not this
@@ -20,7 +20,7 @@ import type { Relay } from "../relay.js";
 const MAX_BODY = 4096;
 
 export function isEnrollmentPath(path: string): boolean {
-  return path === "/api/tokens" || path === "/api/devices" || path.startsWith("/api/devices/");
+  return path === "/api/tokens" || path === "/api/enrollments" || path.startsWith("/api/enrollments/");
 }
 
 function send(res: http.ServerResponse, status: number, body: unknown): void {
@@ -97,7 +97,7 @@ export function serveEnrollmentApi(
       .catch(fail);
     return;
   }
-  if (path === "/api/devices" && (req.method === "GET" || req.method === "HEAD")) {
+  if (path === "/api/enrollments" && (req.method === "GET" || req.method === "HEAD")) {
     enrollment
       .devices()
       .then((devices) => send(res, 200, { devices }))

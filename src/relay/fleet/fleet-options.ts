@@ -8,6 +8,7 @@ import net from "node:net";
 import { describe, RevtunError } from "../../shared/errors.js";
 
 export interface RedisTarget {
+  /** The Redis (with Sentinel: the first sentinel, for messages). */
   host: string;
   port: number;
   db: number;
@@ -16,6 +17,20 @@ export interface RedisTarget {
    * CLI reads it from --fleet-password-file or REVTUN_FLEET_PASSWORD.
    */
   password?: string;
+  /** An ACL user name (Redis 6+ `AUTH user password`), from the URL: `redis://revtun@host:6379`. */
+  username?: string;
+  /**
+   * TLS (`rediss://`): the server's certificate is verified against `ca`
+   * (PEM; the system's CAs when absent) and its name against the host.
+   */
+  tls?: { ca?: string | Buffer };
+  /**
+   * Redis Sentinel (`redis+sentinel://h1:26379,h2:26379/primary-name[/db]`):
+   * the sentinels to ask, and the name they monitor the primary under.
+   * Every connection asks them where the primary is, so a failover is
+   * followed by a reconnect (redis-connection.ts).
+   */
+  sentinel?: { sentinels: { host: string; port: number }[]; name: string };
 }
 
 export interface FleetTimings {
@@ -58,47 +73,108 @@ export const FLEET_DEFAULTS: Readonly<FleetTimings> = Object.freeze({
 });
 
 /**
- * Parses `redis://host:port[/db]`. Only plain redis:// for now: no
- * credentials in the URL (a command line is readable by every local user)
- * and no TLS (rediss://); both are refused with that reason rather than
- * silently ignored.
+ * Parses the fleet's Redis address:
+ *   redis://[user@]host:port[/db]      rediss://[user@]host:port[/db] (TLS)
+ *   redis+sentinel://[user@]host:port[,host:port...]/primary-name[/db]
+ *   rediss+sentinel://...              (TLS to the sentinels and the primary)
+ * A user name (an ACL user) may be in the URL; a password never (a command
+ * line is readable by every local user): it is refused, and not repeated in
+ * the error either. A CA file for TLS is the CLI's --fleet-ca-file.
  */
 export function parseFleetUrl(text: string, source = "--fleet"): RedisTarget {
   // A password in a URL is refused, and not repeated in the error either (it would reach logs).
   const shown =
     typeof text === "string" ? text.replace(/^([a-z][a-z0-9+.-]*:\/\/[^/@:]*:)[^/@]*@/i, "$1***@") : text;
   const bad = (why: string) =>
-    new RevtunError("USAGE", `${source} ${describe(shown)}: ${why} (expected redis://host:port[/db])`);
+    new RevtunError(
+      "USAGE",
+      `${source} ${describe(shown)}: ${why} (expected redis://host:port[/db], rediss://... or redis+sentinel://host:port,.../name[/db])`,
+    );
   if (typeof text !== "string" || text.trim() === "") throw bad("empty");
+  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(text)?.[1]?.toLowerCase();
+  if (scheme === "redis+sentinel" || scheme === "rediss+sentinel") return parseSentinelUrl(text, scheme, bad);
   let url: URL;
   try {
     url = new URL(text);
   } catch {
     throw bad("not a URL");
   }
-  if (url.protocol === "rediss:") throw bad("TLS (rediss://) is not supported yet");
-  if (url.protocol !== "redis:") throw bad(`the scheme must be redis://, not ${url.protocol}//`);
-  if (url.username || url.password)
+  if (url.protocol !== "redis:" && url.protocol !== "rediss:")
+    throw bad(`the scheme must be redis://, rediss:// or redis+sentinel://, not ${url.protocol}//`);
+  if (url.password)
     throw bad("credentials in the URL are not supported: give the password in a file or the environment");
   if (url.search || url.hash) throw bad("query strings and fragments are not supported");
-  const host = url.hostname.startsWith("[") ? url.hostname.slice(1, -1) : url.hostname;
+  const { host, port } = hostPort(url.hostname, url.port, bad);
+  const db = parseDb(url.pathname, bad);
+  const username = userName(decodeURIComponent(url.username), bad);
+  return {
+    host,
+    port,
+    db,
+    ...(username ? { username } : {}),
+    ...(url.protocol === "rediss:" ? { tls: {} } : {}),
+  };
+}
+
+function parseSentinelUrl(text: string, scheme: string, bad: (why: string) => RevtunError): RedisTarget {
+  const m = /^[^:]+:\/\/(?:([^@/]*)@)?([^/?#]+)\/([^/?#]+)(\/[^?#]*)?$/.exec(text);
+  if (!m) {
+    if (/[?#]/.test(text)) throw bad("query strings and fragments are not supported");
+    throw bad("a sentinel URL is redis+sentinel://host:port[,host:port...]/primary-name[/db]");
+  }
+  const [, auth, hosts = "", name = "", dbPath = ""] = m;
+  if (auth?.includes(":"))
+    throw bad("credentials in the URL are not supported: give the password in a file or the environment");
+  const sentinels = hosts.split(",").map((h) => {
+    const v6 = /^\[([^\]]+)\]:(\d*)$/.exec(h);
+    const hp = v6 ?? /^([^:]*):(\d*)$/.exec(h);
+    if (!hp) throw bad(`the sentinel ${h} has no port`);
+    return hostPort(hp[1] ?? "", hp[2] ?? "", bad);
+  });
+  if (sentinels.length > 16) throw bad(`${sentinels.length} sentinels: at most 16`);
+  if (!/^[A-Za-z0-9._-]{1,64}$/.test(name)) throw bad(`the primary name ${name} is not [A-Za-z0-9._-]{1,64}`);
+  const username = userName(decodeURIComponent(auth ?? ""), bad);
+  const first = sentinels[0] as { host: string; port: number };
+  return {
+    host: first.host,
+    port: first.port,
+    db: parseDb(dbPath, bad),
+    ...(username ? { username } : {}),
+    ...(scheme === "rediss+sentinel" ? { tls: {} } : {}),
+    sentinel: { sentinels, name },
+  };
+}
+
+function hostPort(
+  rawHost: string,
+  rawPort: string,
+  bad: (why: string) => RevtunError,
+): { host: string; port: number } {
+  const host = rawHost.startsWith("[") ? rawHost.slice(1, -1) : rawHost;
   if (host === "") throw bad("no host");
   if (net.isIP(host) === 0 && !/^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$/.test(host))
     throw bad(`the host ${host} is not a host name or IP address`);
   // WHATWG URL drops the default port of special schemes only; redis: is not special, so "" means absent.
-  if (url.port === "") throw bad("no port");
-  const port = Number(url.port);
-  if (!Number.isInteger(port) || port < 1 || port > 65535) throw bad(`the port ${url.port} is out of range`);
-  const path = url.pathname;
-  let db = 0;
-  if (path !== "" && path !== "/") {
-    const m = /^\/(\d{1,5})$/.exec(path);
-    if (!m) throw bad(`the database ${path.slice(1)} is not a number`);
-    db = Number(m[1]);
-    // Redis's default `databases 16`; larger values exist only with a custom config, so allow up to 65535.
-    if (db > 65535) throw bad(`the database ${db} is out of range`);
-  }
-  return { host, port, db };
+  if (rawPort === "") throw bad("no port");
+  const port = Number(rawPort);
+  if (!Number.isInteger(port) || port < 1 || port > 65535) throw bad(`the port ${rawPort} is out of range`);
+  return { host, port };
+}
+
+function parseDb(path: string, bad: (why: string) => RevtunError): number {
+  if (path === "" || path === "/") return 0;
+  const m = /^\/(\d{1,5})$/.exec(path);
+  if (!m) throw bad(`the database ${path.slice(1)} is not a number`);
+  const db = Number(m[1]);
+  // Redis's default `databases 16`; larger values exist only with a custom config, so allow up to 65535.
+  if (db > 65535) throw bad(`the database ${db} is out of range`);
+  return db;
+}
+
+function userName(name: string, bad: (why: string) => RevtunError): string | undefined {
+  if (name === "") return undefined;
+  if (!/^[A-Za-z0-9._@-]{1,128}$/.test(name)) throw bad("the user name is not [A-Za-z0-9._@-]{1,128}");
+  return name;
 }
 
 /** Checks a timings object, merged over the defaults; a bad field is named with its value. */

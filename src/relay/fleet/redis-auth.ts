@@ -12,6 +12,7 @@
 import { Redis } from "ioredis";
 import { RevtunError } from "../../shared/errors.js";
 import type { FleetTimings, RedisTarget } from "./fleet-options.js";
+import { redisConnectionOptions } from "./redis-connection.js";
 
 export type RedisAuthProbe =
   /** Redis took the password, or needs none and none was given. */
@@ -52,9 +53,9 @@ export async function probeRedisAuth(
   timings: Pick<FleetTimings, "connectTimeoutMs" | "commandTimeoutMs">,
 ): Promise<RedisAuthProbe> {
   const r = new Redis({
-    host: target.host,
-    port: target.port,
-    db: 0,
+    // TLS, ACL user and Sentinel as every fleet connection; no password yet, and database 0.
+    ...redisConnectionOptions({ ...target, password: undefined, db: 0 }),
+    ...(target.sentinel && target.password !== undefined ? { sentinelPassword: target.password } : {}),
     lazyConnect: true,
     connectTimeout: timings.connectTimeoutMs,
     commandTimeout: timings.commandTimeoutMs,
@@ -81,7 +82,8 @@ export async function probeRedisAuth(
       if (target.password === undefined) throw authError(target, "needed", err);
     }
     try {
-      await r.auth(target.password);
+      if (target.username !== undefined) await r.auth(target.username, target.password);
+      else await r.auth(target.password);
       return "ok";
     } catch (err) {
       if (authProblem(err)) throw authError(target, "wrong", err);

@@ -38,6 +38,7 @@ import { EventEmitter } from "node:events";
 import { Redis } from "ioredis";
 import { type FleetTimings, fleetTimings, type RedisTarget } from "./fleet-options.js";
 import { probeRedisAuth, type RedisAuthProbe } from "./redis-auth.js";
+import { keepConnecting, redisConnectionOptions } from "./redis-connection.js";
 
 /** This relay, as peers see it. */
 export interface RelaySelf {
@@ -192,9 +193,8 @@ export class FleetRegistry extends EventEmitter<FleetRegistryEvents> {
     const t = this.timings;
     // No password here: start() sets it once the probe says Redis wants it.
     this.redis = new Redis({
-      host: opts.redis.host,
-      port: opts.redis.port,
-      db: opts.redis.db,
+      // TLS, ACL user, Sentinel (redis-connection.ts); the password is left to start().
+      ...redisConnectionOptions({ ...opts.redis, password: undefined }),
       connectionName: `revtun-relay-${opts.self.relayId}`,
       lazyConnect: true,
       connectTimeout: t.connectTimeoutMs,
@@ -213,6 +213,7 @@ export class FleetRegistry extends EventEmitter<FleetRegistryEvents> {
     this.redis.on("error", (err: Error) => this.failed(err));
     this.redis.on("close", () => this.failed(new Error("connection to Redis closed")));
     this.redis.on("ready", () => void this.rebuild());
+    keepConnecting(this.redis, () => this.closed);
   }
 
   /**
@@ -247,7 +248,10 @@ export class FleetRegistry extends EventEmitter<FleetRegistryEvents> {
     }
     if (this.closed) return;
     if (probe === "password-unused") this.emit("passwordUnused");
-    else if (this.target.password !== undefined) this.redis.options.password = this.target.password;
+    else if (this.target.password !== undefined) {
+      this.redis.options.password = this.target.password;
+      if (this.target.sentinel) this.redis.options.sentinelPassword = this.target.password;
+    }
     this.timer = setInterval(() => void this.renew(), this.timings.renewIntervalMs);
     this.timer.unref();
     const ready = new Promise<void>((resolve) => {

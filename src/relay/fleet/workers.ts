@@ -46,6 +46,10 @@ export interface WorkerEvents {
 
 interface Slot {
   worker: Worker | undefined;
+  /** The worker sent WORKER_READY (its signal handlers are installed). */
+  ready: boolean;
+  /** Signals held for a worker not ready yet, sent when it is. */
+  pending: NodeJS.Signals[];
   startedAt: number;
   delayMs: number;
   restart: NodeJS.Timeout | undefined;
@@ -80,7 +84,14 @@ export class WorkerSupervisor extends EventEmitter<WorkerEvents> {
       execArgv: this.opts.execArgv ?? [],
     });
     for (let i = 0; i < this.opts.count; i++) {
-      this.slots.push({ worker: undefined, startedAt: 0, delayMs: this.initialMs, restart: undefined });
+      this.slots.push({
+        worker: undefined,
+        ready: false,
+        pending: [],
+        startedAt: 0,
+        delayMs: this.initialMs,
+        restart: undefined,
+      });
       this.fork(i);
     }
   }
@@ -90,9 +101,18 @@ export class WorkerSupervisor extends EventEmitter<WorkerEvents> {
     return this.slots.map((s) => s.worker?.process.pid);
   }
 
-  /** Sends `signal` to every live worker (the primary passes SIGHUP on: reload authorized_keys). */
+  /**
+   * Sends `signal` to every live worker (the primary passes SIGHUP on:
+   * reload authorized_keys). A worker still starting gets it once ready: a
+   * SIGHUP before its handler is installed would kill it (measured: a
+   * replacement forked 0.4 s before a SIGHUP died of it).
+   */
   signal(signal: NodeJS.Signals): void {
-    for (const slot of this.slots) if (slot.worker && !slot.worker.isDead()) slot.worker.process.kill(signal);
+    for (const slot of this.slots) {
+      if (!slot.worker || slot.worker.isDead()) continue;
+      if (slot.ready) slot.worker.process.kill(signal);
+      else if (!slot.pending.includes(signal)) slot.pending.push(signal);
+    }
   }
 
   /** SIGTERM to every worker, SIGKILL after graceMs; resolves when all have exited. */
@@ -128,13 +148,20 @@ export class WorkerSupervisor extends EventEmitter<WorkerEvents> {
       REVTUN_WORKER_COUNT: String(this.opts.count),
     });
     slot.worker = w;
+    slot.ready = false;
+    slot.pending = [];
     slot.startedAt = performance.now();
     const pid = w.process.pid ?? -1;
     this.emit("started", { index, pid });
     w.on("listening", (addr) => this.emit("listening", { index, pid, port: addr.port }));
     w.on("message", (m: unknown) => {
-      if ((m as { revtun?: unknown } | null)?.revtun === WORKER_READY.revtun)
+      if ((m as { revtun?: unknown } | null)?.revtun === WORKER_READY.revtun) {
+        if (slot.worker === w) {
+          slot.ready = true;
+          for (const sig of slot.pending.splice(0)) w.process.kill(sig);
+        }
         this.emit("ready", { index, pid });
+      }
     });
     // A worker's IPC errors (it died mid-message) are followed by 'exit'; do not let them throw here.
     w.on("error", () => {});

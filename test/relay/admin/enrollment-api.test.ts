@@ -28,7 +28,7 @@ async function call(
   return { status: res.status, text: await res.text() };
 }
 
-test("POST /api/tokens, GET /api/devices, POST /api/devices/NAME/revoke: token, JSON, errors", () =>
+test("POST /api/tokens, GET /api/enrollments, POST /api/enrollments/NAME/revoke: token, JSON, errors", () =>
   withFixture(async (f) => {
     keygen(join(f.dir, "ca"));
     const relay = await f.start([], {
@@ -64,8 +64,8 @@ test("POST /api/tokens, GET /api/devices, POST /api/devices/NAME/revoke: token, 
       assert.equal(body.name, "device42");
       assert.match(body.token, /^revtun-enroll-1\./);
       assert.ok(Math.abs(Date.parse(body.expiresAt) - Date.now() - 600_000) < 5_000);
-      assert.deepEqual(JSON.parse((await call(port, "GET", "/api/devices", auth)).text), { devices: [] });
-      assert.equal((await call(port, "POST", "/api/devices/nobody/revoke", auth, "{}")).status, 404);
+      assert.deepEqual(JSON.parse((await call(port, "GET", "/api/enrollments", auth)).text), { devices: [] });
+      assert.equal((await call(port, "POST", "/api/enrollments/nobody/revoke", auth, "{}")).status, 404);
 
       const env = { REVTUN_ADMIN_TOKEN: "tok" };
       const where = ["--admin", `127.0.0.1:${port}`];
