@@ -165,7 +165,7 @@ test("adding a device: token, enroll, host certificate, ssh -J by name; survives
       );
     assert.equal(operator().trim(), "hello from device42");
 
-    const list = await runRevtun(["relay", "devices", "--admin", `127.0.0.1:${adminPort}`]);
+    const list = await runRevtun(["relay", "devices", "--enrolled", "--admin", `127.0.0.1:${adminPort}`]);
     assert.equal(list.code, 0, list.stderr);
     assert.match(list.stdout, /^NAME\s+FINGERPRINT\s+SERIAL\s+EXPIRES\s+ENROLLED\s+REVOKED\n/);
     assert.match(list.stdout, /\ndevice42\s+SHA256:\S+\s+\d+\s+\d{4}-\S+Z\s+\d{4}-\S+Z\s+-\n$/);

@@ -104,7 +104,7 @@ export function serveEnrollmentApi(
       .catch(fail);
     return;
   }
-  const m = /^\/api\/devices\/([^/]+)\/revoke$/.exec(path);
+  const m = /^\/api\/enrollments\/([^/]+)\/revoke$/.exec(path);
   if (m && post) {
     enrollment
       .revoke(decodeURIComponent(m[1] ?? ""))
