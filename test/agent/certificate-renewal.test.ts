@@ -1,7 +1,7 @@
 /**
  * Renewal of a certificate the relay signed, with the agent (Tunnel) in
  * this process and a relay with 30 s certificates: a device connected for
- * 105 s (scripts/run-tests.mjs gives a whole file 120 s) and
+ * 95 s (scripts/run-tests.mjs gives a whole file 120 s; margin for a loaded machine) and
  * cut off twice keeps binding its name (issue 21 asks for two minutes; this
  * is the one long test); a device whose
  * certificate expired while it was away gets one line saying how to enroll
@@ -39,8 +39,8 @@ async function enrolled(f: RelayFixture, certValidityMs: number) {
 }
 
 test(
-  "30 s certificates: connected 105 s and cut off twice, the device still binds its name",
-  { timeout: 112_000 },
+  "30 s certificates: connected 95 s and cut off twice, the device still binds its name",
+  { timeout: 110_000 },
   () =>
     withFixture(async (f) => {
       const { relay, identityFile } = await enrolled(f, 30_000);
@@ -66,18 +66,18 @@ test(
       try {
         await t.start();
         const started = Date.now();
-        for (const cutAt of [35_000, 70_000]) {
+        for (const cutAt of [32_000, 64_000]) {
           await sleep(cutAt - (Date.now() - started));
           proxy.reset();
         }
-        await sleep(105_000 - (Date.now() - started));
-        // Three and a half certificate lifetimes: only renewed certificates can have logged in after the cuts.
+        await sleep(95_000 - (Date.now() - started));
+        // Over three certificate lifetimes: only renewed certificates can have logged in after the cuts.
         assert.ok(bound >= 3, `bound ${bound} times`);
         assert.deepEqual(
           relay.forwards().map((x) => `${x.address}:${x.requestedPort}`),
           ["device42:22"],
         );
-        assert.ok(renewed.filter((r) => r.startsWith("renewed")).length >= 5, renewed.join("\n"));
+        assert.ok(renewed.filter((r) => r.startsWith("renewed")).length >= 4, renewed.join("\n"));
         assert.ok(
           renewed.every((r) => r.startsWith("renewed")),
           renewed.join("\n"),
